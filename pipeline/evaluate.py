@@ -1,0 +1,195 @@
+"""GSM8K evaluation: greedy pass@1, sampled maj@k and pass@k, strict and flexible extraction."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.arguments import EvalArguments
+from pipeline.data import GSM8KExample, PromptTemplate, render_prompt
+from pipeline.generation import generate
+from rewards.parsing import (
+    answers_match,
+    extract_flexible_answer,
+    extract_strict_answer,
+    format_fraction,
+    parse_gold_answer,
+)
+
+logger = logging.getLogger(__name__)
+EXTRACTIONS = ("strict", "flexible")
+
+
+@dataclass
+class ScoredCompletion:
+    """One completion with the answers read from it and whether they equal the gold."""
+
+    completion: str
+    num_tokens: int
+    strict: Fraction | None  # marked answer (<answer>, \boxed, ####, "the answer is")
+    flexible: Fraction | None  # last number in the text
+
+    def correct(self, gold: Fraction | None, extraction: str) -> bool:
+        return answers_match(getattr(self, extraction), gold)
+
+    def to_record(self, gold: Fraction | None) -> dict[str, Any]:
+        return {
+            "completion": self.completion,
+            "num_tokens": self.num_tokens,
+            "extracted": format_fraction(self.strict),
+            "correct": self.correct(gold, "strict"),
+            "extracted_flexible": format_fraction(self.flexible),
+            "correct_flexible": self.correct(gold, "flexible"),
+        }
+
+
+def score_completion(completion: str, num_tokens: int = 0) -> ScoredCompletion:
+    return ScoredCompletion(completion, num_tokens, extract_strict_answer(completion), extract_flexible_answer(completion))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al., 2021).
+
+    >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 4), pass_at_k(4, 0, 4)
+    (0.25, 1.0, 0.0)
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_answer(values: Sequence[Fraction | None]) -> Fraction | None:
+    """Most frequent extracted answer (ties: the one seen first); missing answers do not vote.
+
+    >>> majority_answer([Fraction(3), None, Fraction(4), Fraction(4), None, None])
+    Fraction(4, 1)
+    """
+    votes = Counter(v for v in values if v is not None)
+    return votes.most_common(1)[0][0] if votes else None
+
+
+def problem_metrics(greedy: ScoredCompletion, samples: Sequence[ScoredCompletion], gold: Fraction | None) -> dict[str, float]:
+    """Per-problem scores; the summary is their mean over problems."""
+    metrics: dict[str, float] = {}
+    for extraction in EXTRACTIONS:
+        metrics[f"pass@1 (greedy)/{extraction}"] = float(greedy.correct(gold, extraction))
+        if samples:
+            n = len(samples)
+            correct = sum(s.correct(gold, extraction) for s in samples)
+            metrics[f"pass@1 (sampled)/{extraction}"] = pass_at_k(n, correct, 1)
+            metrics[f"pass@{n}/{extraction}"] = pass_at_k(n, correct, n)
+            vote = majority_answer([getattr(s, extraction) for s in samples])
+            metrics[f"maj@{n}/{extraction}"] = float(answers_match(vote, gold))
+    return metrics
+
+
+def summarize(per_problem: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean of each metric over problems, as ``{metric: {"strict": x, "flexible": y}}``."""
+    table: dict[str, dict[str, float]] = {}
+    for name in per_problem[0]:
+        metric, extraction = name.rsplit("/", 1)
+        table.setdefault(metric, {})[extraction] = sum(p[name] for p in per_problem) / len(per_problem)
+    return table
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """A short plain-text table of the summary's metrics."""
+    lines = [
+        f"GSM8K {summary['split']} · {summary['num_problems']} problems · {summary['model']}",
+        f"{'metric':<20} {'strict':>8} {'flexible':>9}",
+    ]
+    for metric, values in summary["metrics"].items():
+        lines.append(f"{metric:<20} {values['strict']:>8.3f} {values['flexible']:>9.3f}")
+    lines.append(
+        f"{summary['generated_tokens']} tokens generated in {summary['seconds']:.1f} s "
+        f"({summary['tokens_per_second']:.1f} tokens/s)"
+    )
+    return "\n".join(lines)
+
+
+def _batches(items: Sequence[Any], size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def evaluate_gsm8k(
+    model,
+    tokenizer,
+    examples: Sequence[GSM8KExample],
+    template: PromptTemplate,
+    args: EvalArguments,
+    *,
+    system_prompt: str | None = None,
+    model_name: str = "model",
+    show_progress: bool = True,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Generate for each problem and score it. Returns (per-problem records, summary)."""
+    from tqdm.auto import tqdm
+
+    examples = list(examples[: args.limit] if args.limit else examples)
+    prompts = [render_prompt(tokenizer, template.messages(ex.question, system_prompt)) for ex in examples]
+    records: list[dict[str, Any]] = []
+    per_problem: list[dict[str, float]] = []
+    model.eval()
+    torch.manual_seed(args.seed)
+    started, generated_tokens = time.perf_counter(), 0
+    progress = tqdm(total=len(examples), desc="GSM8K eval", unit="problem", disable=not show_progress)
+    for batch in _batches(list(zip(examples, prompts)), args.batch_size):
+        batch_prompts = [p for _, p in batch]
+        greedy = generate(model, tokenizer, batch_prompts, max_new_tokens=args.max_new_tokens, do_sample=False)
+        sampled = None
+        if args.num_samples:
+            sampled = generate(
+                model, tokenizer, batch_prompts, max_new_tokens=args.max_new_tokens, do_sample=True,
+                temperature=args.temperature, top_p=args.top_p, num_return_sequences=args.num_samples,
+            )
+        for i, (example, prompt) in enumerate(batch):
+            gold = parse_gold_answer(example.answer)
+            greedy_scored = score_completion(greedy.texts[i][0], greedy.num_tokens[i][0])
+            samples = [score_completion(t, n) for t, n in zip(sampled.texts[i], sampled.num_tokens[i])] if sampled else []
+            generated_tokens += greedy_scored.num_tokens + sum(s.num_tokens for s in samples)
+            per_problem.append(problem_metrics(greedy_scored, samples, gold))
+            record = {"index": len(records), "source": example.source, "question": example.question,
+                      "prompt": prompt, "gold": example.answer, **greedy_scored.to_record(gold)}
+            if samples:
+                record["samples"] = [s.to_record(gold) for s in samples]
+            records.append(record)
+        progress.update(len(batch))
+    progress.close()
+    seconds = time.perf_counter() - started
+    summary = {
+        "model": model_name,
+        "split": args.eval_split,
+        "num_problems": len(records),
+        "metrics": summarize(per_problem),
+        "generated_tokens": generated_tokens,
+        "seconds": seconds,
+        "tokens_per_second": generated_tokens / seconds if seconds > 0 else 0.0,
+        "settings": args.to_dict(),
+        "prompt_template": template.name,
+    }
+    return records, summary
+
+
+def write_results(output_dir: str | Path, records: Sequence[dict[str, Any]], summary: dict[str, Any]) -> Path:
+    """Write ``predictions.jsonl`` and ``summary.json`` into ``output_dir``; returns the folder."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    logger.info("wrote %s/predictions.jsonl and summary.json", out)
+    return out

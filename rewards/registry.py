@@ -1,0 +1,139 @@
+"""Name → reward function registry, with ``module:function`` paths and entry-point plug-ins.
+
+A reward function has TRL's signature ``fn(prompts, completions, **kwargs) -> list[float | None]``.
+A *factory* (registered with ``factory=True``) builds one from options such as the template's tags
+or the completion length cap; ``load_reward`` passes it the options it declares.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from rewards.accuracy import accuracy_reward
+from rewards.format import make_format_reward, make_hash_format_reward
+from rewards.overlong import make_overlong_reward
+
+RewardFunction = Callable[..., list[float | None]]
+ENTRY_POINT_GROUP = "grpo_pipeline.rewards"
+_FACTORY_MARK = "__grpo_reward_factory__"
+
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+
+
+def register(name: str, *, factory: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator that registers a reward function (or a factory of one) under ``name``.
+
+    >>> @register("always_one")
+    ... def always_one(prompts, completions, **kwargs):
+    ...     return [1.0] * len(completions)
+    >>> load_reward("always_one")(prompts=["p"], completions=["c"])
+    [1.0]
+    """
+    if not name or ":" in name:
+        raise ValueError(f"invalid reward name {name!r}: use a non-empty name without ':'")
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if not callable(fn):
+            raise TypeError(f"register({name!r}) expects a callable, got {type(fn).__name__}")
+        if factory:
+            setattr(fn, _FACTORY_MARK, True)
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def registered_names() -> list[str]:
+    """Built-in and registered names, then names from installed plug-in packages."""
+    plugin_names = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return sorted(_REGISTRY) + [n for n in plugin_names if n not in _REGISTRY]
+
+
+def _import_path(spec: str) -> Callable[..., Any]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"reward {spec!r}: cannot import module {module_name!r} ({exc})") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"reward {spec!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _resolve(spec: str) -> Callable[..., Any]:
+    if spec in _REGISTRY:
+        return _REGISTRY[spec]
+    if ":" in spec:
+        return _import_path(spec)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == spec:
+            return ep.load()
+    raise ValueError(
+        f"unknown reward {spec!r}. Valid names: {', '.join(registered_names())}; "
+        "or give a 'package.module:function' path, or install a package exposing it in the "
+        f"'{ENTRY_POINT_GROUP}' entry-point group."
+    )
+
+
+def _build_from_factory(spec: str, factory: Callable[..., Any], options: dict[str, Any]) -> RewardFunction:
+    params = inspect.signature(factory).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in options.items() if accepts_any or k in params}
+    missing = [
+        n for n, p in params.items()
+        if p.default is inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD and n not in kwargs
+    ]
+    if missing:
+        raise ValueError(f"reward {spec!r} needs option(s) {', '.join(missing)}; set them in the config")
+    return factory(**kwargs)
+
+
+def load_reward(spec: str, **options: Any) -> RewardFunction:
+    """Resolve a reward by built-in name, ``module:function`` path or entry-point name.
+
+    Args:
+        spec: ``"accuracy"``, ``"my_pkg.rewards:length_reward"``, or a plug-in's entry-point name.
+        **options: Options offered to factories (``max_completion_length``,
+            ``overlong_buffer_length``, ``reasoning_tag``, ``answer_tag``); each factory takes the
+            ones it declares. Plain reward functions ignore them.
+
+    Returns:
+        A callable with TRL's reward signature.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"reward name must be a non-empty string, got {spec!r}. Valid names: {', '.join(registered_names())}")
+    obj = _resolve(spec.strip())
+    if getattr(obj, _FACTORY_MARK, False):
+        obj = _build_from_factory(spec, obj, options)
+    if not callable(obj):
+        raise ValueError(f"reward {spec!r} resolved to a non-callable {type(obj).__name__}")
+    return obj
+
+
+register("accuracy")(accuracy_reward)
+
+
+@register("format", factory=True)
+def _format(reasoning_tag: str | None = "reasoning", answer_tag: str | None = "answer") -> RewardFunction:
+    if not reasoning_tag or not answer_tag:
+        return make_hash_format_reward()
+    return make_format_reward(reasoning_tag, answer_tag, strict=True)
+
+
+@register("format_soft", factory=True)
+def _format_soft(reasoning_tag: str | None = "reasoning", answer_tag: str | None = "answer") -> RewardFunction:
+    if not reasoning_tag or not answer_tag:
+        return make_hash_format_reward()
+    return make_format_reward(reasoning_tag, answer_tag, strict=False)
+
+
+@register("overlong", factory=True)
+def _overlong(max_completion_length: int, overlong_buffer_length: int) -> RewardFunction:
+    return make_overlong_reward(max_completion_length, overlong_buffer_length)

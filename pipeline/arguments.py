@@ -59,11 +59,27 @@ class DataArguments(ValidatedConfig):
     question_field: str = field_with_help("question", "Field holding the problem text.")
     answer_field: str = field_with_help("answer", "Field holding the solution ending in '#### <number>'.")
     skip_bad_rows: bool = field_with_help(False, "Skip (and count) malformed rows instead of stopping at the first.")
+    # --- train split: SFT and GRPO get disjoint parts of it ---
+    train_split: str = field_with_help("train", "Split that SFT and GRPO train on (the test split is for evaluation only).")
+    grpo_holdout_size: int = field_with_help(
+        1000, "Problems of the train split held out from SFT for the GRPO stage (disjoint, seeded by split_seed)."
+    )
+    split_seed: int = field_with_help(1234, "Seed of the SFT/GRPO split of the train split.")
+    max_train_samples: int | None = field_with_help(None, "Use only the first N problems of this stage's part.")
     # --- prompt ---
     prompt_template: str = field_with_help(
         "reasoning", "Prompt template shared by SFT, GRPO and evaluation.", choices=tuple(TEMPLATES)
     )
     system_prompt: str | None = field_with_help(None, "Replace the template's system prompt.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.train_split != "test", "train_split", "the test split is for evaluation only; use 'train'")
+        require(self.grpo_holdout_size >= 0, "grpo_holdout_size", f"must be >= 0, got {self.grpo_holdout_size}")
+        require(
+            self.max_train_samples is None or self.max_train_samples >= 1,
+            "max_train_samples", f"must be >= 1, got {self.max_train_samples}",
+        )
 
 
 @dataclass

@@ -101,7 +101,16 @@ def _load_yaml(path: str) -> dict[str, Any]:
 def build_parser(dataclass_types: Sequence[type], description: str | None = None):
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(list(dataclass_types), description=description)
+    class SharedOptionParser(HfArgumentParser):
+        """An option that several groups define (output_dir, seed, ...) is one option setting all of them;
+        the first group that defines it gives its default and help."""
+
+        def _parse_dataclass_field(self, parser, field):
+            if any(action.dest == field.name for action in self._actions):
+                return
+            HfArgumentParser._parse_dataclass_field(parser, field)
+
+    parser = SharedOptionParser(list(dataclass_types), description=description)
     parser.add_argument(
         "--config", default=None, help="YAML file of option: value pairs; command-line options override it."
     )

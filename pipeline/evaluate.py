@@ -112,6 +112,7 @@ def format_table(summary: dict[str, Any]) -> str:
     ]
     for metric, values in summary["metrics"].items():
         lines.append(f"{metric:<20} {values['strict']:>8.3f} {values['flexible']:>9.3f}")
+    lines.append(f"{'marked answer rate':<20} {summary['marked_answer_rate']:>8.3f}")
     lines.append(
         f"{summary['generated_tokens']} tokens generated in {summary['seconds']:.1f} s "
         f"({summary['tokens_per_second']:.1f} tokens/s)"
@@ -174,6 +175,7 @@ def evaluate_gsm8k(
         "split": args.eval_split,
         "num_problems": len(records),
         "metrics": summarize(per_problem),
+        "marked_answer_rate": sum(r["extracted"] is not None for r in records) / max(len(records), 1),
         "generated_tokens": generated_tokens,
         "seconds": seconds,
         "tokens_per_second": generated_tokens / seconds if seconds > 0 else 0.0,

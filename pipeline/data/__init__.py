@@ -7,6 +7,7 @@ from pipeline.data.gsm8k import (
     GSM8KSplit,
     load_gsm8k,
     parse_solution,
+    split_train,
     strip_calculator_annotations,
 )
 from pipeline.data.templates import TEMPLATES, PromptTemplate, get_template, render_prompt
@@ -22,5 +23,6 @@ __all__ = [
     "load_gsm8k",
     "parse_solution",
     "render_prompt",
+    "split_train",
     "strip_calculator_annotations",
 ]

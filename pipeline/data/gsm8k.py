@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -150,3 +151,21 @@ def load_gsm8k(
     if not split_data.examples:
         raise DataError(f"{source} ({split}): no usable rows; check the file and the question/answer field names")
     return split_data
+
+
+def split_train(examples: list[GSM8KExample], grpo_size: int, seed: int) -> tuple[list[GSM8KExample], list[GSM8KExample]]:
+    """Split train problems into disjoint (SFT part, GRPO part), seeded, so both stages agree.
+
+    >>> ex = [GSM8KExample(str(i), "", str(i), f"f:{i}") for i in range(10)]
+    >>> sft, grpo = split_train(ex, 3, seed=0)
+    >>> len(sft), len(grpo), set(sft).isdisjoint(grpo)
+    (7, 3, True)
+    """
+    if not 0 <= grpo_size <= len(examples):
+        raise DataError(f"grpo_holdout_size={grpo_size} must be between 0 and the {len(examples)} train problems")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    grpo_ids = set(order[:grpo_size])
+    sft = [e for i, e in enumerate(examples) if i not in grpo_ids]
+    grpo = [examples[i] for i in sorted(grpo_ids)]
+    return sft, grpo

@@ -103,6 +103,7 @@ def test_evaluation_scores_match_hand_computed(constant_answer_model, tmp_path):
     assert [r["gold"] for r in records] == ["7", "7", "6", "7", "12"]
     assert [r["correct"] for r in records] == [True, True, False, True, False]
     assert summary["metrics"]["pass@1 (greedy)"] == {"strict": 0.6, "flexible": 0.6}
+    assert summary["marked_answer_rate"] == 1.0
     # Sampled metrics recomputed by hand from the recorded samples.
     for metric, field in (("maj@3", "extracted"), ("pass@3", "correct")):
         expected = []

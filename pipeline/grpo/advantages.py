@@ -1,0 +1,82 @@
+"""Group-relative advantages: each reward is compared with the other samples of its own prompt.
+
+Generic over what a "completion" is: the same functions train the LLM and the classic-control
+examples (a group is then G episodes from one start state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SCALE_REWARDS = ("group", "batch", "none")
+STD_EPS = 1e-4  # as in TRL's GRPOTrainer
+
+
+def nanstd(values: torch.Tensor, dim: int | None = None, keepdim: bool = False) -> torch.Tensor:
+    """Bessel-corrected standard deviation ignoring NaNs (NaN where fewer than 2 values).
+
+    >>> nanstd(torch.tensor([1.0, float("nan"), 3.0])).item()
+    1.4142135381698608
+    """
+    mean = torch.nanmean(values, dim=dim, keepdim=True)
+    count = (~torch.isnan(values)).sum(dim=dim, keepdim=True)
+    variance = torch.nanmean((values - mean) ** 2, dim=dim, keepdim=True)
+    variance = variance * torch.where(count > 1, count / (count - 1).clamp(min=1), torch.full_like(variance, torch.nan))
+    std = variance.sqrt()
+    if keepdim:
+        return std
+    return std.squeeze(dim) if dim is not None else std.reshape(())
+
+
+@dataclass
+class Advantages:
+    """Per-completion advantages and the group statistics behind them."""
+
+    advantages: torch.Tensor  # [N]
+    group_mean: torch.Tensor  # [N/G]
+    group_std: torch.Tensor  # [N/G]
+    zero_std_groups: torch.Tensor  # [N/G] bool: every sample of the prompt got the same reward
+
+    @property
+    def frac_zero_std(self) -> float:
+        return self.zero_std_groups.float().mean().item()
+
+
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, scale_rewards: str = "group", eps: float = STD_EPS
+) -> Advantages:
+    """``A_i = (r_i - mean_g) / (std_g + eps)`` within each group of ``group_size`` consecutive rewards.
+
+    Args:
+        rewards: ``[N]`` total reward per completion, groups contiguous; NaN means "unscorable"
+            (every reward function abstained): left out of the group statistics, advantage 0.
+        group_size: G, samples per prompt (>= 2).
+        scale_rewards: ``group`` (divide by the group's std), ``batch`` (by the whole batch's std,
+            still centred per group) or ``none`` (Dr. GRPO: centre only).
+        eps: Added to the std, so a zero-spread group gets advantage 0, not NaN.
+
+    >>> group_advantages(torch.tensor([1.0, 0.0, 1.0, 1.0]), 2).advantages
+    tensor([ 0.7070, -0.7070,  0.0000,  0.0000])
+    """
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be 1-D [N], got shape {tuple(rewards.shape)}")
+    if group_size < 2:
+        raise ValueError(f"group_size must be >= 2 for group-relative advantages, got {group_size}")
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, got {scale_rewards!r}")
+    grouped = rewards.view(-1, group_size)  # [N/G, G]
+    group_mean = torch.nanmean(grouped, dim=1)  # [N/G]
+    group_std = nanstd(grouped, dim=1)  # [N/G]
+    advantages = (grouped - group_mean[:, None]).reshape(-1)  # [N]
+    if scale_rewards == "group":
+        advantages = advantages / (group_std.repeat_interleave(group_size) + eps)
+    elif scale_rewards == "batch":
+        advantages = advantages / (nanstd(rewards) + eps)
+    # Unscorable completions, and groups with a single scorable one, carry no signal.
+    advantages = torch.nan_to_num(advantages, nan=0.0)
+    zero_std = torch.isclose(torch.nan_to_num(group_std, nan=0.0), torch.zeros_like(group_std))
+    return Advantages(advantages, group_mean, group_std, zero_std)

@@ -1,0 +1,99 @@
+"""Options of the GRPO stage (our own loop), validated before any model loads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.config import ValidatedConfig, field_with_help, require
+from pipeline.grpo.advantages import SCALE_REWARDS
+from pipeline.grpo.loss import LOSS_TYPES
+
+BACKENDS = ("ours", "trl")
+TRACKERS = ("none", "tensorboard", "wandb")
+
+
+@dataclass
+class GRPOArguments(ValidatedConfig):
+    # --- run ---
+    output_dir: str = field_with_help("runs/grpo", "Run folder: metrics.jsonl, samples.jsonl, checkpoints/, final/.")
+    backend: str = field_with_help("ours", "Training loop: ours, or TRL's GRPOTrainer for cross-checks.", choices=BACKENDS)
+    seed: int = field_with_help(42, "Seed of data order, sampling and dropout; a run is reproducible on CPU.")
+    max_steps: int = field_with_help(20, "GRPO steps; each samples a fresh generation batch.")
+    # --- batch ---
+    prompts_per_step: int = field_with_help(4, "Prompts per step over all processes (divisible by the process count).")
+    num_generations: int = field_with_help(4, "G: completions sampled per prompt (a group).")
+    micro_batch_size: int = field_with_help(8, "Completions per forward/backward pass (gradient accumulation).")
+    num_iterations: int = field_with_help(1, "mu: optimizer updates per generation batch (old log-probs kept fixed).")
+    # --- sampling ---
+    temperature: float = field_with_help(1.0, "Sampling temperature (log-probs are computed at it too).")
+    top_p: float = field_with_help(1.0, "Nucleus sampling threshold.")
+    max_prompt_length: int = field_with_help(512, "Prompts longer than this many tokens are an error.")
+    max_completion_length: int = field_with_help(256, "Generation cap L, in tokens.")
+    mask_truncated_completions: bool = field_with_help(False, "Leave completions without EOS out of the loss.")
+    # --- rewards ---
+    reward_funcs: list[str] = field_with_help(
+        ["accuracy", "format"], "Reward names: built-ins, 'module:function' paths, or entry-point plug-ins."
+    )
+    reward_weights: list[float] | None = field_with_help(None, "One weight per reward function (default: all 1.0).")
+    overlong_buffer_length: int = field_with_help(64, "Buffer before max_completion_length for the 'overlong' reward.")
+    # --- advantages and loss ---
+    scale_rewards: str = field_with_help("group", "Divide centred rewards by the group's std, the batch's, or none.",
+                                         choices=SCALE_REWARDS)
+    loss_type: str = field_with_help("dapo", "Loss aggregation.", choices=LOSS_TYPES)
+    beta: float = field_with_help(0.04, "KL coefficient against the reference (the SFT policy); 0 loads no reference.")
+    kl_importance_correction: bool = field_with_help(False, "Multiply the per-token KL by the importance ratio (TRL's use_bias_correction_kl).")
+    epsilon_low: float = field_with_help(0.2, "Ratio clipped below at 1 - epsilon_low.")
+    epsilon_high: float = field_with_help(0.28, "Ratio clipped above at 1 + epsilon_high (clip-higher).")
+    # --- optimiser ---
+    learning_rate: float = field_with_help(1e-5, "AdamW learning rate.")
+    weight_decay: float = field_with_help(0.0, "AdamW weight decay.")
+    lr_scheduler_type: str = field_with_help("constant", "transformers scheduler name (constant, linear, cosine, ...).")
+    warmup_steps: int = field_with_help(0, "Warm-up optimizer steps.")
+    max_grad_norm: float = field_with_help(1.0, "Gradient clipping norm (0 disables).")
+    mixed_precision: str = field_with_help("no", "accelerate mixed precision.", choices=("no", "bf16", "fp16"))
+    logps_chunk_size: int = field_with_help(4, "Rows per forward when computing reference / old log-probs.")
+    # --- logging, evaluation, checkpoints ---
+    logging_steps: int = field_with_help(1, "Log metrics (and sample completions) every N steps.")
+    num_logged_samples: int = field_with_help(2, "Sample completions written to samples.jsonl per logging step.")
+    report_to: str = field_with_help("none", "Tracker.", choices=TRACKERS)
+    eval_steps: int = field_with_help(0, "Evaluate on a GSM8K test slice every N steps (0: only at the end, if eval_limit).")
+    eval_limit: int = field_with_help(0, "Test problems for evaluation (0: none).")
+    eval_max_new_tokens: int = field_with_help(256, "Generation cap for evaluation.")
+    eval_batch_size: int = field_with_help(16, "Prompts per evaluation batch.")
+    save_steps: int = field_with_help(10, "Checkpoint every N steps (0: only at the end).")
+    save_total_limit: int = field_with_help(2, "Checkpoints kept (the newest).")
+    resume_from_checkpoint: str | None = field_with_help(None, "'latest' or a checkpoint folder to continue from.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        require(self.num_generations >= 2, "num_generations",
+                f"must be >= 2: advantages compare samples within a group, got {self.num_generations}")
+        require(self.prompts_per_step >= 1, "prompts_per_step", f"must be >= 1, got {self.prompts_per_step}")
+        require(self.micro_batch_size >= 1, "micro_batch_size", f"must be >= 1, got {self.micro_batch_size}")
+        require(self.num_iterations >= 1, "num_iterations", f"must be >= 1, got {self.num_iterations}")
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        require(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        require(self.max_prompt_length >= 1, "max_prompt_length", f"must be >= 1, got {self.max_prompt_length}")
+        require(self.max_completion_length >= 1, "max_completion_length", f"must be >= 1, got {self.max_completion_length}")
+        require(bool(self.reward_funcs), "reward_funcs", "needs at least one reward function")
+        require(self.reward_weights is None or len(self.reward_weights) == len(self.reward_funcs), "reward_weights",
+                f"needs one weight per reward function ({len(self.reward_funcs)}), got {self.reward_weights}")
+        require(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
+        require(0 <= self.epsilon_low < 1, "epsilon_low", f"must be in [0, 1), got {self.epsilon_low}")
+        require(self.epsilon_high >= 0, "epsilon_high", f"must be >= 0, got {self.epsilon_high}")
+        require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        require(self.logging_steps >= 1, "logging_steps", f"must be >= 1, got {self.logging_steps}")
+        require(self.save_total_limit >= 1, "save_total_limit", f"must be >= 1, got {self.save_total_limit}")
+        require(self.logps_chunk_size >= 1, "logps_chunk_size", f"must be >= 1, got {self.logps_chunk_size}")
+        for name in ("save_steps", "eval_steps", "eval_limit", "warmup_steps"):
+            require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def weights(self) -> list[float]:
+        return list(self.reward_weights) if self.reward_weights else [1.0] * len(self.reward_funcs)
+
+    def check_processes(self, num_processes: int) -> None:
+        """Checks that need the process count (known only once accelerate has started)."""
+        require(self.prompts_per_step % num_processes == 0, "prompts_per_step",
+                f"{self.prompts_per_step} prompts do not split over {num_processes} processes; use a multiple")

@@ -1,0 +1,124 @@
+"""The clipped surrogate loss with a per-token KL penalty, in each aggregation GRPO variants use.
+
+Shapes: B completions in a micro-batch, T completion positions (padded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+def per_token_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """k3 estimator of KL(policy || reference): ``exp(ref - logp) - (ref - logp) - 1`` (>= 0).
+
+    >>> per_token_kl(torch.tensor([-1.0]), torch.tensor([-1.0])).item()
+    0.0
+    """
+    delta = ref_logps - logps  # [B, T]
+    return torch.exp(delta) - delta - 1
+
+
+@dataclass
+class LossNormalizer:
+    """What a micro-batch's loss is divided by, so that accumulated micro-batches (and DDP's mean over
+    processes) add up to the loss of the whole generation batch.
+
+    num_micro_batches: micro-batches accumulated into one optimizer step on this process.
+    tokens_per_process: (dapo) completion tokens of the whole generation batch over all processes,
+        divided by the number of processes (DDP averages gradients over processes).
+    max_completion_length: (dr_grpo) the generation cap L.
+    """
+
+    num_micro_batches: int = 1
+    tokens_per_process: float | None = None
+    max_completion_length: int | None = None
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar, already divided for accumulation
+    policy_loss: torch.Tensor  # scalar, the micro-batch's own loss (before the accumulation divide)
+    kl: torch.Tensor | None  # scalar mean per-token KL over the mask
+    clip_low: torch.Tensor  # fraction of tokens whose ratio was clipped below (negative advantage)
+    clip_high: torch.Tensor  # fraction clipped above (positive advantage)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def grpo_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor | None,
+    ref_logps: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    beta: float,
+    epsilon_low: float,
+    epsilon_high: float,
+    loss_type: str,
+    normalizer: LossNormalizer,
+    kl_importance_correction: bool = False,
+) -> LossOutput:
+    """Clipped surrogate + ``beta`` * per-token KL, aggregated by ``loss_type``.
+
+    Args:
+        logps: ``[B, T]`` log-probs of the sampled tokens under the policy being trained (with grad).
+        old_logps: ``[B, T]`` log-probs under the policy that sampled them; ``None`` when mu = 1 (the
+            ratio is then exactly 1 in value, and only its gradient matters).
+        ref_logps: ``[B, T]`` log-probs under the frozen reference; needed when ``beta > 0``.
+        advantages: ``[B]`` one advantage per completion.
+        mask: ``[B, T]`` 1 for completion tokens up to and including the first EOS.
+        beta: KL coefficient.
+        epsilon_low, epsilon_high: the ratio is clipped to ``[1 - epsilon_low, 1 + epsilon_high]``.
+        loss_type: ``grpo`` (mean over each sequence, then over sequences), ``bnpo`` (token mean over
+            the micro-batch), ``dr_grpo`` (sum / (B * L)), ``dapo`` (token mean over the generation batch).
+        normalizer: accumulation and process counts, see LossNormalizer.
+        kl_importance_correction: multiply the per-token KL by the importance ratio (TRL's
+            ``use_bias_correction_kl``, on by default there): the KL is then estimated under the
+            sampling policy. Off: the plain k3 term of the GRPO paper.
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
+    mask = mask.to(logps.dtype)  # [B, T]
+    old_logps = logps.detach() if old_logps is None else old_logps  # [B, T]
+    ratio = torch.exp(logps - old_logps)  # [B, T]
+    clipped_ratio = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)  # [B, T]
+    adv = advantages.unsqueeze(1)  # [B, 1]
+    per_token_loss = -torch.min(ratio * adv, clipped_ratio * adv)  # [B, T]
+
+    kl = None
+    if beta != 0.0:
+        if ref_logps is None:
+            raise ValueError("beta > 0 needs ref_logps")
+        token_kl = per_token_kl(logps, ref_logps)  # [B, T]
+        kl = _masked_mean(token_kl.detach(), mask)
+        if kl_importance_correction:
+            token_kl = token_kl * ratio
+        per_token_loss = per_token_loss + beta * token_kl
+
+    if loss_type == "grpo":
+        loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    elif loss_type == "bnpo":
+        loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
+    elif loss_type == "dr_grpo":
+        if normalizer.max_completion_length is None:
+            raise ValueError("dr_grpo needs normalizer.max_completion_length")
+        loss = (per_token_loss * mask).sum() / (per_token_loss.size(0) * normalizer.max_completion_length)
+    else:  # dapo: already normalised by the whole generation batch's token count
+        if normalizer.tokens_per_process is None:
+            raise ValueError("dapo needs normalizer.tokens_per_process")
+        loss = (per_token_loss * mask).sum() / max(normalizer.tokens_per_process, 1.0)
+    policy_loss = loss.detach()
+    if loss_type != "dapo":
+        loss = loss / normalizer.num_micro_batches
+
+    with torch.no_grad():
+        clip_low = _masked_mean(((ratio < 1 - epsilon_low) & (adv < 0)).to(mask.dtype), mask)
+        clip_high = _masked_mean(((ratio > 1 + epsilon_high) & (adv > 0)).to(mask.dtype), mask)
+    return LossOutput(loss, policy_loss, kl, clip_low, clip_high)

@@ -1,0 +1,118 @@
+"""Rollout: G sampled completions per prompt, with the masks the loss needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.generation import completion_lengths
+
+
+@dataclass
+class Rollout:
+    """A generation batch: prompts repeated G times (groups contiguous) and their completions."""
+
+    prompt_ids: torch.Tensor  # [N, P] left-padded
+    prompt_mask: torch.Tensor  # [N, P]
+    completion_ids: torch.Tensor  # [N, T] right-padded
+    completion_mask: torch.Tensor  # [N, T] 1 up to and including the first EOS
+    is_truncated: torch.Tensor  # [N] bool: no EOS within max_completion_length
+    completions: list[str]  # [N] decoded text without special tokens
+    group_size: int
+
+    @property
+    def num_completions(self) -> int:
+        return self.completion_ids.size(0)
+
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)  # [N, P + T]
+
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)  # [N, P + T]
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask up to and including the first EOS, and whether each row never reached one.
+
+    Works when pad == EOS: the first EOS is kept (and trained), what follows is masked.
+
+    >>> mask, truncated = completion_mask(torch.tensor([[7, 2, 2], [7, 8, 9]]), {2})
+    >>> mask.tolist(), truncated.tolist()
+    ([[1, 1, 0], [1, 1, 1]], [False, True])
+    """
+    lengths = completion_lengths(completion_ids, eos_ids)  # [N]
+    positions = torch.arange(completion_ids.size(1), device=completion_ids.device)  # [T]
+    mask = (positions[None, :] < lengths[:, None]).long()  # [N, T]
+    has_eos = torch.zeros_like(lengths, dtype=torch.bool)
+    for eos in eos_ids:
+        has_eos |= (completion_ids == eos).any(dim=1)
+    return mask, ~has_eos
+
+
+def group_seed(seed: int, step: int, prompt_index: int) -> int:
+    """Sampling seed of one prompt's group: the same whichever process or batch generates it."""
+    return (seed * 1_000_003 + step * 10_007 + prompt_index) % (2**63 - 1)
+
+
+@torch.no_grad()
+def sample_group(
+    model,
+    tokenizer,
+    prompt_text: str,
+    *,
+    num_generations: int,
+    max_completion_length: int,
+    temperature: float,
+    top_p: float,
+    eos_ids: set[int],
+    seed: int,
+    ignore_eos: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """G completions of one prompt: the prompt is encoded and prefilled once, then sampled G times.
+
+    Returns (prompt_ids [P], completion_ids [G, T']) with T' <= max_completion_length.
+    """
+    from transformers import GenerationConfig
+
+    prompt_ids = tokenizer(prompt_text, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
+    config = GenerationConfig(
+        do_sample=True, temperature=temperature, top_p=top_p, top_k=None, max_new_tokens=max_completion_length,
+        num_return_sequences=num_generations, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=sorted(eos_ids),
+        # Benchmark mode: EOS is suppressed so every backend generates exactly the same number of tokens.
+        min_new_tokens=max_completion_length if ignore_eos else None,
+    )
+    torch.manual_seed(seed)
+    output = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids), generation_config=config)
+    return prompt_ids[0], output[:, prompt_ids.size(1) :]  # [P], [G, T']
+
+
+def collate_rollout(
+    groups: list[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    pad_token_id: int,
+    eos_ids: set[int],
+    group_size: int,
+    mask_truncated_completions: bool,
+    tokenizer,
+) -> Rollout:
+    """Pad prompts on the left and completions on the right into one Rollout."""
+    prompt_width = max(p.size(0) for p, _ in groups)
+    completion_width = max(c.size(1) for _, c in groups)
+    prompt_rows, prompt_masks, completion_rows = [], [], []
+    for prompt, completions in groups:
+        pad = prompt_width - prompt.size(0)
+        row = torch.cat([prompt.new_full((pad,), pad_token_id), prompt])  # [P]
+        mask = torch.cat([prompt.new_zeros(pad), prompt.new_ones(prompt.size(0))])  # [P]
+        prompt_rows += [row] * completions.size(0)
+        prompt_masks += [mask] * completions.size(0)
+        extra = completion_width - completions.size(1)
+        completion_rows.append(torch.cat([completions, completions.new_full((completions.size(0), extra), pad_token_id)], 1))
+    completion_ids = torch.cat(completion_rows)  # [N, T]
+    mask, truncated = completion_mask(completion_ids, eos_ids)
+    # Rewards read the text up to the first EOS, truncated or not.
+    texts = tokenizer.batch_decode([row[: int(n)] for row, n in zip(completion_ids, mask.sum(1))], skip_special_tokens=True)
+    if mask_truncated_completions:
+        mask = mask * (~truncated).long()[:, None]
+    return Rollout(torch.stack(prompt_rows), torch.stack(prompt_masks), completion_ids, mask, truncated, texts, group_size)

@@ -1,0 +1,198 @@
+"""SFT stage: LoRA/QLoRA supervised fine-tuning on GSM8K with TRL's SFTTrainer.
+
+The training text is GSM8K's own reasoning (calculator annotations removed) in the shared prompt
+template. The stage hands GRPO a merged full-precision model: its starting point and its frozen
+reference policy.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
+from pipeline.config import ValidatedConfig, field_with_help, require
+from pipeline.data import GSM8KExample, PromptTemplate, get_template, load_gsm8k, split_train
+from pipeline.evaluate import evaluate_gsm8k, format_table, write_results
+from pipeline.models import add_lora, load_model, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_DIR = "adapter"
+MERGED_DIR = "merged"
+SUMMARY_FILE = "sft_summary.json"
+SPLIT_FILE = "data_split.json"
+
+
+@dataclass
+class SFTScriptArguments(ValidatedConfig):
+    # --- before/after evaluation on the GSM8K test split ---
+    eval_limit: int = field_with_help(0, "Evaluate on the first N test problems before and after SFT (0: skip).")
+    eval_batch_size: int = field_with_help(16, "Prompts per generation batch in the before/after evaluation.")
+    eval_max_new_tokens: int = field_with_help(256, "Generation cap in the before/after evaluation.")
+    # --- outputs ---
+    merge_adapter: bool = field_with_help(True, "Also write a merged full-precision model folder (GRPO starts from it).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.eval_limit >= 0, "eval_limit", f"must be >= 0, got {self.eval_limit}")
+        require(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        require(self.eval_max_new_tokens >= 1, "eval_max_new_tokens", f"must be >= 1, got {self.eval_max_new_tokens}")
+
+
+def sft_record(example: GSM8KExample, template: PromptTemplate, system_prompt: str | None = None) -> dict[str, Any]:
+    """One conversational prompt/completion row: SFTTrainer puts the loss on the completion only."""
+    return {
+        "prompt": template.messages(example.question, system_prompt),
+        "completion": [{"role": "assistant", "content": template.completion(example.reasoning, example.answer)}],
+    }
+
+
+def build_sft_dataset(examples: list[GSM8KExample], template: PromptTemplate, system_prompt: str | None = None):
+    from datasets import Dataset
+
+    return Dataset.from_list([sft_record(e, template, system_prompt) for e in examples])
+
+
+def load_stage_examples(data_args: DataArguments, stage: str) -> tuple[list[GSM8KExample], dict[str, Any]]:
+    """This stage's part of GSM8K train ("sft" or "grpo"), and a record of the split for the run folder."""
+    train = load_gsm8k(
+        data_args.dataset_name, data_args.train_split, dataset_config=data_args.dataset_config,
+        question_field=data_args.question_field, answer_field=data_args.answer_field,
+        skip_bad_rows=data_args.skip_bad_rows,
+    ).examples
+    sft_part, grpo_part = split_train(train, data_args.grpo_holdout_size, data_args.split_seed)
+    part = sft_part if stage == "sft" else grpo_part
+    if data_args.max_train_samples:
+        part = part[: data_args.max_train_samples]
+    record = {
+        "stage": stage,
+        "dataset": data_args.dataset_name,
+        "split": data_args.train_split,
+        "split_seed": data_args.split_seed,
+        "grpo_holdout_size": data_args.grpo_holdout_size,
+        "sft_size": len(sft_part),
+        "used": len(part),
+        "sources": [e.source for e in part],
+    }
+    return part, record
+
+
+class _TokensPerSecond:
+    """Adds ``train_tokens_per_second`` (since the last log) to SFTTrainer's logs."""
+
+    def __init__(self) -> None:
+        self.last_time = time.perf_counter()
+        self.last_tokens = 0
+
+    def update(self, logs: dict[str, float], total_tokens: int) -> None:
+        now = time.perf_counter()
+        if "loss" in logs and now > self.last_time:
+            logs["train_tokens_per_second"] = (total_tokens - self.last_tokens) / (now - self.last_time)
+            self.last_time, self.last_tokens = now, total_tokens
+
+
+def make_trainer(model, tokenizer, dataset, training_args):
+    """TRL's SFTTrainer, logging training tokens per second beside loss and learning rate."""
+    from trl import SFTTrainer
+
+    class PipelineSFTTrainer(SFTTrainer):
+        _throughput = _TokensPerSecond()
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            self._throughput.update(logs, getattr(self, "_total_train_tokens", 0))
+            super().log(logs, start_time)
+
+    return PipelineSFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
+
+
+def resolve_resume(resume: str | bool | None, output_dir: str) -> str | None:
+    """``latest``/``true`` → the newest checkpoint in output_dir (None if there is none); a path → itself."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume in (None, False, "", "false", "False"):
+        return None
+    if resume in (True, "latest", "true", "True"):
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            logger.info("no checkpoint in %s yet: starting from step 0", output_dir)
+        return last
+    if not Path(str(resume)).is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no such checkpoint folder; use 'latest' or a path")
+    return str(resume)
+
+
+def merge_to_full_precision(base_args: ModelArguments, adapter_dir: Path, target: Path) -> Path:
+    """Merge the adapter into float32 base weights (never into 4-bit ones) and save the folder."""
+    from peft import PeftModel
+
+    fp_args = ModelArguments(
+        model_name_or_path=base_args.model_name_or_path, gguf_file=base_args.gguf_file,
+        model_revision=base_args.model_revision, dtype="float32", trust_remote_code=base_args.trust_remote_code,
+        model_cache_dir=base_args.model_cache_dir,
+    )
+    model = PeftModel.from_pretrained(load_model(fp_args), str(adapter_dir)).merge_and_unload()
+    model.save_pretrained(target, safe_serialization=True)
+    load_tokenizer(fp_args).save_pretrained(target)
+    return target
+
+
+def evaluate_on_test(model_args: ModelArguments, data_args: DataArguments, script_args: SFTScriptArguments,
+                     output_dir: Path, seed: int) -> dict[str, Any]:
+    split = load_gsm8k(data_args.dataset_name, "test", dataset_config=data_args.dataset_config,
+                       question_field=data_args.question_field, answer_field=data_args.answer_field,
+                       skip_bad_rows=data_args.skip_bad_rows)
+    eval_args = EvalArguments(limit=script_args.eval_limit, batch_size=script_args.eval_batch_size,
+                              max_new_tokens=script_args.eval_max_new_tokens, seed=seed, output_dir=str(output_dir))
+    model, tokenizer = load_model(model_args), load_tokenizer(model_args)
+    records, summary = evaluate_gsm8k(model, tokenizer, split.examples, get_template(data_args.prompt_template),
+                                      eval_args, system_prompt=data_args.system_prompt,
+                                      model_name=model_args.model_name_or_path)
+    write_results(output_dir, records, summary)
+    print(format_table(summary))
+    del model
+    gc.collect()
+    return summary
+
+
+def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArguments, data_args: DataArguments) -> dict[str, Any]:
+    """Train, save the adapter, merge it, and (optionally) evaluate before and after. Returns the summary."""
+    out = Path(training_args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    template = get_template(data_args.prompt_template)
+    examples, split_record = load_stage_examples(data_args, "sft")
+    (out / SPLIT_FILE).write_text(json.dumps(split_record, indent=2))
+    summary: dict[str, Any] = {"train_examples": len(examples), "base_model": model_args.model_name_or_path}
+
+    if script_args.eval_limit:
+        summary["before"] = evaluate_on_test(model_args, data_args, script_args, out / "eval_before", training_args.seed)
+
+    tokenizer = load_tokenizer(model_args, padding_side="right")
+    model = load_model(model_args)
+    if model_args.use_peft:
+        model = add_lora(model, model_args)
+    trainer = make_trainer(model, tokenizer, build_sft_dataset(examples, template, data_args.system_prompt), training_args)
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    result = trainer.train(resume_from_checkpoint=resume)
+    summary["train"] = {**result.metrics, "global_step": trainer.state.global_step, "log_history": trainer.state.log_history}
+
+    final_dir = out / (ADAPTER_DIR if model_args.use_peft else MERGED_DIR)
+    trainer.save_model(str(final_dir))
+    tokenizer.save_pretrained(final_dir)
+    del trainer, model
+    gc.collect()
+    if model_args.use_peft and script_args.merge_adapter:
+        merge_to_full_precision(model_args, final_dir, out / MERGED_DIR)
+    summary["output"] = {"adapter": str(out / ADAPTER_DIR) if model_args.use_peft else None,
+                         "merged": str(out / MERGED_DIR) if (out / MERGED_DIR).is_dir() else None}
+
+    if script_args.eval_limit and summary["output"]["merged"]:
+        after_args = ModelArguments(model_name_or_path=summary["output"]["merged"], dtype=model_args.dtype)
+        summary["after"] = evaluate_on_test(after_args, data_args, script_args, out / "eval_after", training_args.seed)
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    return summary

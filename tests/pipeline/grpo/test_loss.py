@@ -1,0 +1,213 @@
+import pytest
+import torch
+
+from pipeline.grpo.logprobs import completion_logps
+from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, grpo_loss, per_token_kl
+
+B, T = 6, 5
+MASK = torch.tensor(
+    [
+        [1, 1, 1, 1, 1],  # truncated: no EOS within T
+        [1, 1, 0, 0, 0],  # EOS at position 1, then padding
+        [1, 1, 1, 1, 0],
+        [1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1],
+    ],
+    dtype=torch.float64,
+)
+
+
+def reference_loss(logps, old, ref, adv, mask, beta, eps_low, eps_high, loss_type, tokens_total, max_len):
+    """The formula written out position by position, in float64."""
+    per_seq, total, count = [], 0.0, 0.0
+    for i in range(B):
+        seq_sum, seq_count = 0.0, 0.0
+        for t in range(T):
+            if mask[i, t] == 0:
+                continue
+            ratio = torch.exp(logps[i, t] - old[i, t])
+            surrogate = min(ratio * adv[i], torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv[i])
+            token = -surrogate
+            if beta:
+                d = ref[i, t] - logps[i, t]
+                token = token + beta * (torch.exp(d) - d - 1)
+            seq_sum, seq_count = seq_sum + token, seq_count + 1
+        per_seq.append(seq_sum / max(seq_count, 1))
+        total, count = total + seq_sum, count + seq_count
+    if loss_type == "grpo":
+        return sum(per_seq) / B
+    if loss_type == "bnpo":
+        return total / count
+    if loss_type == "dr_grpo":
+        return total / (B * max_len)
+    return total / tokens_total
+
+
+def random_batch(seed):
+    g = torch.Generator().manual_seed(seed)
+    logps = -torch.rand(B, T, generator=g, dtype=torch.float64) * 3
+    old = logps + (torch.rand(B, T, generator=g, dtype=torch.float64) - 0.5)  # ratios well away from 1
+    ref = logps + (torch.rand(B, T, generator=g, dtype=torch.float64) - 0.5)
+    adv = torch.tensor([1.2, -0.7, 0.4, -1.5, 0.0, 0.9], dtype=torch.float64)
+    return logps.requires_grad_(), old, ref, adv
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_loss_and_gradient_match_the_float64_formula(loss_type, beta):
+    logps, old, ref, adv = random_batch(0)
+    tokens = MASK.sum().item()
+    out = grpo_loss(logps, old, ref, adv, MASK, beta=beta, epsilon_low=0.2, epsilon_high=0.28, loss_type=loss_type,
+                    normalizer=LossNormalizer(1, tokens_per_process=tokens, max_completion_length=8))
+    (grad,) = torch.autograd.grad(out.loss, logps)
+    logps_ref = logps.detach().clone().requires_grad_()
+    expected = reference_loss(logps_ref, old, ref, adv, MASK, beta, 0.2, 0.28, loss_type, tokens, 8)
+    (expected_grad,) = torch.autograd.grad(expected, logps_ref)
+    torch.testing.assert_close(out.loss, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert out.clip_low > 0 and out.clip_high > 0  # the batch clips both ways
+    assert (grad[MASK == 0] == 0).all()  # padding after EOS gets no gradient
+
+
+def test_k3_kl_is_non_negative_and_zero_only_at_equality():
+    logps = torch.linspace(-5, 0, 50)
+    ref = torch.linspace(-4, -1, 50)
+    kl = per_token_kl(logps, ref)
+    assert (kl >= 0).all() and (per_token_kl(ref, ref) == 0).all()
+    assert (kl[(logps - ref).abs() > 1e-3] > 0).all()
+
+
+def test_dapo_is_the_token_mean_of_the_whole_batch_under_accumulation():
+    logps, old, ref, adv = random_batch(1)
+    tokens = MASK.sum().item()
+    kwargs = dict(beta=0.04, epsilon_low=0.2, epsilon_high=0.2, loss_type="dapo")
+    whole = grpo_loss(logps, old, ref, adv, MASK, normalizer=LossNormalizer(1, tokens), **kwargs).loss
+    halves = sum(
+        grpo_loss(logps[s], old[s], ref[s], adv[s], MASK[s], normalizer=LossNormalizer(2, tokens), **kwargs).loss
+        for s in (slice(0, 3), slice(3, 6))
+    )
+    torch.testing.assert_close(halves, whole, rtol=1e-12, atol=1e-12)
+
+
+def test_grpo_accumulation_averages_micro_batch_losses():
+    logps, old, ref, adv = random_batch(2)
+    kwargs = dict(beta=0.0, epsilon_low=0.2, epsilon_high=0.2, loss_type="grpo")
+    whole = grpo_loss(logps, old, ref, adv, MASK, normalizer=LossNormalizer(1), **kwargs).loss
+    halves = sum(
+        grpo_loss(logps[s], old[s], ref[s], adv[s], MASK[s], normalizer=LossNormalizer(2), **kwargs).loss
+        for s in (slice(0, 3), slice(3, 6))
+    )
+    torch.testing.assert_close(halves, whole, rtol=1e-12, atol=1e-12)  # equal-size micro-batches
+
+
+def test_mu_one_ratio_is_one_but_gradient_flows():
+    logps, _, ref, adv = random_batch(3)
+    out = grpo_loss(logps, None, ref, adv, MASK, beta=0.0, epsilon_low=0.2, epsilon_high=0.2, loss_type="bnpo",
+                    normalizer=LossNormalizer(1))
+    (grad,) = torch.autograd.grad(out.loss, logps)
+    expected = -(adv[:, None] * MASK) / MASK.sum()  # d/dlogp of -A * exp(logp - sg(logp)) at ratio 1
+    torch.testing.assert_close(grad, expected)
+    assert out.clip_low == 0 and out.clip_high == 0
+
+
+def test_bad_arguments():
+    logps, old, ref, adv = random_batch(4)
+    with pytest.raises(ValueError, match="loss_type must be one of grpo, bnpo, dr_grpo, dapo"):
+        grpo_loss(logps, old, ref, adv, MASK, beta=0, epsilon_low=0.2, epsilon_high=0.2, loss_type="ppo",
+                  normalizer=LossNormalizer())
+    with pytest.raises(ValueError, match="beta > 0 needs ref_logps"):
+        grpo_loss(logps, old, None, adv, MASK, beta=0.1, epsilon_low=0.2, epsilon_high=0.2, loss_type="grpo",
+                  normalizer=LossNormalizer())
+
+
+# --- parity with TRL 1.16's GRPOTrainer._compute_loss on a real model -------------------------------------------
+
+
+def trl_trainer(model, tokenizer, tmp_path, loss_type, beta, mu, temperature, kl_correction=False):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    args = GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=B, num_generations=3, max_completion_length=T,
+        beta=beta, epsilon=0.2, epsilon_high=0.28, loss_type=loss_type, num_iterations=mu, temperature=temperature,
+        use_cpu=True, bf16=False, report_to="none", gradient_checkpointing=False, logging_steps=1,
+        use_bias_correction_kl=kl_correction,
+    )
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=lambda prompts, completions, **kw: [0.0] * len(prompts), args=args,
+        train_dataset=Dataset.from_list([{"prompt": "hi"}] * B), processing_class=tokenizer,
+    )
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+# Every loss type x beta x mu; the KL importance correction only exists when beta > 0.
+PARITY_CASES = [
+    (loss_type, beta, mu, kl_correction)
+    for loss_type in LOSS_TYPES
+    for beta in (0.0, 0.04)
+    for mu in (1, 2)
+    for kl_correction in ((False, True) if beta else (False,))
+]
+
+
+@pytest.mark.parametrize("loss_type, beta, mu, kl_correction", PARITY_CASES)
+def test_loss_and_gradients_equal_trl_compute_loss(tiny_model_dir, tmp_path, loss_type, beta, mu, kl_correction):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
+    temperature = 0.9
+    trainer = trl_trainer(model, tokenizer, tmp_path, loss_type, beta, mu, temperature, kl_correction)
+    model = trainer.model
+
+    g = torch.Generator().manual_seed(1)
+    prompt_ids = torch.randint(3, 500, (B, 4), generator=g)
+    prompt_mask = torch.ones(B, 4, dtype=torch.long)
+    prompt_mask[1, :2] = 0  # left padding
+    prompt_ids[1, :2] = tokenizer.pad_token_id
+    completion_ids = torch.randint(3, 500, (B, T), generator=g)
+    completion_mask = MASK.long()
+    completion_ids[completion_mask == 0] = tokenizer.pad_token_id  # pad == EOS, as in SmolLM2
+    for row, length in ((1, 2), (2, 4), (3, 1), (4, 3)):
+        completion_ids[row, length - 1] = tokenizer.eos_token_id
+    input_ids = torch.cat([prompt_ids, completion_ids], 1)
+    attention_mask = torch.cat([prompt_mask, completion_mask], 1)
+    with torch.no_grad():
+        current, _ = completion_logps(model, input_ids, attention_mask, T, temperature=temperature)
+    old = current + (torch.rand(B, T, generator=g, dtype=torch.float64) - 0.5) if mu > 1 else None
+    ref = current + (torch.rand(B, T, generator=g, dtype=torch.float64) - 0.5) * 0.4
+    advantages = torch.tensor([1.1, -0.6, 0.3, -1.4, 0.8, -0.2], dtype=torch.float64)
+    tokens = completion_mask.sum()
+
+    inputs = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+              "completion_mask": completion_mask, "advantages": advantages, "num_items_in_batch": tokens,
+              "ref_per_token_logps": ref if beta else None}
+    if old is not None:
+        inputs["old_per_token_logps"] = old
+    model.zero_grad()
+    trl_loss = trainer._compute_loss(model, inputs)
+    trl_loss.backward()
+    trl_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model.zero_grad()
+    logps, _ = completion_logps(model, input_ids, attention_mask, T, temperature=temperature)
+    ours = grpo_loss(logps, old, ref if beta else None, advantages, completion_mask, beta=beta, epsilon_low=0.2,
+                     epsilon_high=0.28, loss_type=loss_type,
+                     normalizer=LossNormalizer(1, tokens_per_process=tokens.item(), max_completion_length=T),
+                     kl_importance_correction=kl_correction)
+    ours.loss.backward()
+    # TRL 1.16's fused LM head returns float32 log-probs even for a float64 model (~4e-7 per token), so
+    # a loss that nearly cancels to zero needs an absolute floor at float32 resolution.
+    torch.testing.assert_close(ours.loss, trl_loss.to(ours.loss.dtype), rtol=1e-5, atol=1e-6)
+    assert trl_grads
+    for name, grad in trl_grads.items():
+        ours_grad = dict(model.named_parameters())[name].grad
+        # TRL 1.16's fused LM head works in float32, so near-zero entries differ at ~1e-8 absolute:
+        # the tolerance is rtol 1e-5 with an absolute floor of 1e-5 of the tensor's largest entry.
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(ours_grad, grad, rtol=1e-5, atol=1e-5 * scale, msg=lambda m: f"{name}: {m}")
+    if mu > 1:
+        assert ours.clip_low > 0 and ours.clip_high > 0

@@ -70,3 +70,38 @@ def build_tiny_llama(
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+CHAR_TEMPLATE = "{{ messages[-1]['content'] }}"  # the prompt is the user's text alone
+
+
+def build_char_tokenizer(alphabet: str):
+    """One token per character of ``alphabet``, plus ``</s>`` as EOS and PAD."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"</s>": 0, **{ch: i + 1 for i, ch in enumerate(dict.fromkeys(alphabet))}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="</s>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tokenizer.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="</s>", pad_token="</s>",
+                                   unk_token="</s>", chat_template=CHAR_TEMPLATE)
+
+
+def build_char_llama(alphabet: str, *, hidden_size: int = 128, num_layers: int = 2, seed: int = 0):
+    """A character-level Llama (about 0.5M parameters at the defaults) and its tokenizer, in memory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_char_tokenizer(alphabet)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+        tie_word_embeddings=True, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from rewards.accuracy import accuracy_reward
+from rewards.exact import exact_match_reward
 from rewards.format import make_format_reward, make_hash_format_reward
 from rewards.overlong import make_overlong_reward
 
@@ -118,6 +119,7 @@ def load_reward(spec: str, **options: Any) -> RewardFunction:
 
 
 register("accuracy")(accuracy_reward)
+register("exact_match")(exact_match_reward)
 
 
 @register("format", factory=True)

@@ -139,14 +139,19 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
         del args[index : index + 2]
     if config_path is not None:
         values = _load_yaml(config_path)
-        known = {a.dest: a for a in parser._actions}
+        known: dict[str, list] = {}
+        for action in parser._actions:
+            known.setdefault(action.dest, []).append(action)
         for key, value in values.items():
             if key not in known or key in ("help", "config"):
                 close = difflib.get_close_matches(str(key), list(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the valid options"
                 raise ConfigError(f"{config_path}: unknown option {key!r}{hint}")
-            known[key].default = value
-            known[key].required = False
+            # A bool option that defaults to True has a second action (--no_<name>) with the same
+            # destination; argparse takes the first action's default, so every one must be set.
+            for action in known[key]:
+                action.default = value
+                action.required = False
     namespace, unknown = parser.parse_known_args(args)
     if unknown:
         raise ConfigError(f"unknown command-line argument(s): {' '.join(unknown)}; see --help")

@@ -56,6 +56,7 @@ class GRPOArguments(ValidatedConfig):
     logging_steps: int = field_with_help(1, "Log metrics (and sample completions) every N steps.")
     num_logged_samples: int = field_with_help(2, "Sample completions written to samples.jsonl per logging step.")
     report_to: str = field_with_help("none", "Tracker.", choices=TRACKERS)
+    eval_before: bool = field_with_help(True, "Evaluate the starting policy before step 1 (when eval_limit > 0).")
     eval_steps: int = field_with_help(0, "Evaluate on a GSM8K test slice every N steps (0: only at the end, if eval_limit).")
     eval_limit: int = field_with_help(0, "Test problems for evaluation (0: none).")
     eval_max_new_tokens: int = field_with_help(256, "Generation cap for evaluation.")

@@ -98,7 +98,8 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(
-            {"grpo": args.to_dict(), "model": model_args.to_dict(), "data": data_args.to_dict()}, indent=2))
+            {"grpo": args.to_dict(), "model": model_args.to_dict(), "data": data_args.to_dict(),
+             "processes": accelerator.num_processes}, indent=2))
     if args.report_to != "none":
         accelerator.init_trackers("grpo", config=args.to_dict())
     state = GRPOState(args, accelerator, model, tokenizer, optimizer, scheduler, ref_model, reward_funcs, template,
@@ -400,7 +401,7 @@ def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     if state.accelerator.is_main_process and state.step:
         _rewrite_metrics(state.run_dir, state.history)
     summary: dict[str, Any] = {"start_step": state.step}
-    if test_examples and state.step == 0:
+    if test_examples and state.step == 0 and args.eval_before:
         summary["eval_before"] = evaluate_policy(state, test_examples, "step-0")
     progress = tqdm(total=args.max_steps, initial=state.step, desc="GRPO", unit="step",
                     disable=not state.accelerator.is_main_process)

@@ -55,6 +55,15 @@ def test_bad_values_name_the_option(tmp_path, yaml_text, args, message):
     assert message in str(info.value)
 
 
+def test_yaml_can_turn_off_an_option_that_defaults_to_true(tmp_path):
+    from pipeline.grpo.config import GRPOArguments
+
+    (grpo,) = parse_config([GRPOArguments], ["--config", write(tmp_path, "eval_before: false\n")])
+    assert grpo.eval_before is False
+    (grpo,) = parse_config([GRPOArguments], ["--config", write(tmp_path, "eval_before: false\n"), "--eval_before", "true"])
+    assert grpo.eval_before is True
+
+
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="--config /no/such.yaml: file not found"):
         parse_config(TYPES, ["--config", "/no/such.yaml"])
@@ -83,11 +92,23 @@ def test_every_config_parses(config_path):
 
     script = _load_script(_script_for(config_path))
     overrides = []
-    if "gpu" in config_path.stem and not torch.cuda.is_available():
+    has_use_cpu = any("use_cpu" in t.__dataclass_fields__ for t in script.CONFIG_TYPES)
+    if "gpu" in config_path.stem and has_use_cpu and not torch.cuda.is_available():
         # transformers refuses bf16 without a GPU unless use_cpu is set; every other key is still checked.
         overrides = ["--use_cpu", "true"]
     parsed = parse_config(script.CONFIG_TYPES, ["--config", str(config_path), *overrides])
     assert len(parsed) == len(script.CONFIG_TYPES)
+
+
+ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config_path", ACCELERATE_CONFIGS, ids=lambda p: p.name)
+def test_accelerate_configs_load(config_path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(str(config_path))  # raises on unknown keys
+    assert config.num_processes >= 2 and config.distributed_type.value in {"MULTI_GPU", "DEEPSPEED", "FSDP"}
 
 
 def test_configs_exist():

@@ -1,0 +1,81 @@
+"""The same GRPO run through TRL's GRPOTrainer: same model, data, rewards and hyper-parameters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from pipeline.arguments import DataArguments, ModelArguments
+from pipeline.data import GSM8KExample, get_template
+from pipeline.grpo.config import GRPOArguments
+from pipeline.grpo.trainer import _reward_functions
+from pipeline.models import add_lora, load_model, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def trl_config(args: GRPOArguments, num_processes: int = 1):
+    """GRPOConfig equivalent to our options (one optimizer step per generation batch, as ours)."""
+    from trl import GRPOConfig
+
+    completions_per_process = args.prompts_per_step * args.num_generations // num_processes
+    if completions_per_process % args.micro_batch_size:
+        raise ValueError(f"--backend trl needs micro_batch_size ({args.micro_batch_size}) to divide the "
+                         f"{completions_per_process} completions per process")
+    return GRPOConfig(
+        output_dir=args.output_dir, seed=args.seed, max_steps=args.max_steps,
+        per_device_train_batch_size=args.micro_batch_size,
+        gradient_accumulation_steps=completions_per_process // args.micro_batch_size,
+        num_generations=args.num_generations, num_iterations=args.num_iterations,
+        temperature=args.temperature, top_p=args.top_p, max_completion_length=args.max_completion_length,
+        mask_truncated_completions=args.mask_truncated_completions, reward_weights=args.weights,
+        scale_rewards=args.scale_rewards, loss_type=args.loss_type, beta=args.beta,
+        use_bias_correction_kl=args.kl_importance_correction, epsilon=args.epsilon_low,
+        epsilon_high=args.epsilon_high, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+        lr_scheduler_type=args.lr_scheduler_type, warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,
+        bf16=args.mixed_precision == "bf16", fp16=args.mixed_precision == "fp16", use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=False, logging_steps=args.logging_steps, save_steps=args.save_steps or args.max_steps,
+        save_total_limit=args.save_total_limit, report_to=[] if args.report_to == "none" else [args.report_to],
+        disable_tqdm=False,
+    )
+
+
+def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments,
+                   examples: list[GSM8KExample]) -> dict[str, Any]:
+    """Train through TRL's GRPOTrainer; returns its log history in our metric names."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    template = get_template(data_args.prompt_template)
+    reward_funcs = _reward_functions(args, template)
+    for fn, name in zip(reward_funcs, args.reward_funcs):
+        fn.__name__ = name  # TRL names its reward metrics after the function
+    dataset = Dataset.from_list([
+        {"prompt": template.messages(e.question, data_args.system_prompt), "answer": e.answer} for e in examples
+    ])
+    tokenizer = load_tokenizer(model_args, padding_side="left")
+    model = load_model(model_args)
+    if model_args.use_peft:
+        model = add_lora(model, model_args)
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=trl_config(args), train_dataset=dataset,
+                          processing_class=tokenizer)
+    if args.resume_from_checkpoint:
+        trainer.train(resume_from_checkpoint=True if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint)
+    else:
+        trainer.train()
+    history = [_our_names(h) for h in trainer.state.log_history if "loss" in h]
+    trainer.save_model(f"{args.output_dir}/final/adapter" if model_args.use_peft else f"{args.output_dir}/final/merged")
+    return {"steps": trainer.state.global_step, "history": history}
+
+
+def _our_names(entry: dict[str, float]) -> dict[str, float]:
+    mapping = {"loss": "loss", "reward": "reward", "kl": "kl", "step_time": "time/step", "entropy": "entropy",
+               "completions/mean_length": "completion_length", "frac_reward_zero_std": "frac_reward_zero_std",
+               "clip_ratio/low_mean": "clip_low", "clip_ratio/high_mean": "clip_high", "grad_norm": "grad_norm"}
+    out = {"step": entry.get("step")}
+    out.update({ours: entry[theirs] for theirs, ours in mapping.items() if theirs in entry})
+    out.update({k.replace("rewards/", "reward/").replace("/mean", ""): v for k, v in entry.items()
+                if k.startswith("rewards/") and k.endswith("/mean")})
+    return out

@@ -1,0 +1,52 @@
+"""GRPO stage: G sampled completions per GSM8K prompt, verifiable rewards, group advantages,
+clipped surrogate + per-token KL to the frozen SFT policy.
+
+    accelerate launch scripts/train_grpo.py --config configs/grpo_smollm2_cpu.yaml
+    python scripts/train_grpo.py --config configs/grpo_smollm2_cpu.yaml --max_steps 5
+    python scripts/train_grpo.py --config configs/grpo_smollm2_cpu.yaml --backend trl   # TRL's GRPOTrainer
+    python scripts/train_grpo.py --config configs/grpo_smollm2_cpu.yaml --resume_from_checkpoint latest
+
+Writes into output_dir: metrics.jsonl, samples.jsonl, checkpoints/, eval/, final/{adapter,merged}.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.arguments import DataArguments, ModelArguments
+from pipeline.config import parse_or_exit
+from pipeline.grpo.config import GRPOArguments
+from pipeline.runtime import setup_logging
+
+logger = logging.getLogger("train_grpo")
+CONFIG_TYPES = [GRPOArguments, ModelArguments, DataArguments]
+
+
+def print_before_after(summary: dict) -> None:
+    before, after = summary.get("eval_before"), summary.get("eval_after")
+    if not (before and after):
+        return
+    print(f"\nGRPO, {summary['steps']} steps · GSM8K test pass@1 (greedy), {after['num_problems']} problems")
+    print(f"{'':<8} {'strict':>8} {'flexible':>9} {'marked answer rate':>19}")
+    for name, result in (("before", before), ("after", after)):
+        scores = result["metrics"]["pass@1 (greedy)"]
+        print(f"{name:<8} {scores['strict']:>8.3f} {scores['flexible']:>9.3f} {result['marked_answer_rate']:>19.3f}")
+
+
+def main(grpo_args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments) -> dict:
+    from pipeline.grpo.trainer import load_grpo_examples, train
+
+    examples, test_examples = load_grpo_examples(data_args)
+    logger.info("GRPO on %d held-out train problems (disjoint from SFT's part)", len(examples))
+    if grpo_args.backend == "trl":
+        from pipeline.grpo.trl_backend import train_with_trl
+
+        return train_with_trl(grpo_args, model_args, data_args, examples)
+    summary = train(grpo_args, model_args, data_args, examples, test_examples)
+    print_before_after(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    setup_logging()
+    main(*parse_or_exit(CONFIG_TYPES, description=__doc__))

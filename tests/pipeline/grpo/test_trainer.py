@@ -1,0 +1,158 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.arguments import DataArguments, ModelArguments
+from pipeline.grpo.config import GRPOArguments
+from pipeline.grpo.trainer import local_prompts, prompt_indices, reference_logps, run_step, setup, train
+from pipeline.grpo.rollout import collate_rollout, sample_group
+
+ROOT = Path(__file__).resolve().parents[3]
+HERE = Path(__file__).resolve().parent
+REWARD = "toy_rewards:digit_fraction"  # a module:function plug-in from this folder
+
+
+@pytest.fixture(autouse=True)
+def plugin_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+
+
+@pytest.fixture(scope="module")
+def mini_gsm8k(tmp_path_factory):
+    """A folder with train.jsonl (24 problems) and test.jsonl (4) in GSM8K's format."""
+    from pipeline.data import load_gsm8k
+
+    folder = tmp_path_factory.mktemp("mini-gsm8k")
+    for split, n in (("train", 24), ("test", 4)):
+        rows = load_gsm8k(split=split).examples[:n]
+        with (folder / f"{split}.jsonl").open("w") as handle:
+            for e in rows:
+                handle.write(json.dumps({"question": e.question, "answer": f"{e.reasoning}\n#### {e.answer}"}) + "\n")
+    return folder
+
+
+def grpo_args(output_dir, **overrides):
+    values = dict(output_dir=str(output_dir), max_steps=4, prompts_per_step=2, num_generations=4, micro_batch_size=4,
+                  max_completion_length=8, reward_funcs=[REWARD, "accuracy"],
+                  beta=0.04, learning_rate=5e-3, loss_type="dapo", save_steps=2, logging_steps=1, seed=3)
+    values.update(overrides)
+    return GRPOArguments(**values)
+
+
+def lora(path, **overrides):
+    return ModelArguments(model_name_or_path=str(path), use_peft=True, lora_r=4, lora_alpha=8, **overrides)
+
+
+def test_data_order_is_a_seeded_permutation_per_epoch():
+    seen = [i for step in range(5) for i in prompt_indices(10, step, 2, seed=0)]
+    assert sorted(seen) == list(range(10))  # one epoch: every problem once
+    assert prompt_indices(10, 1, 2, seed=0) == prompt_indices(10, 1, 2, seed=0)
+    assert prompt_indices(10, 1, 2, seed=1) != prompt_indices(10, 1, 2, seed=0)
+
+
+def test_reference_is_the_disabled_adapter_and_equals_the_sft_model(tiny_model_dir, mini_gsm8k, tmp_path):
+    from peft import LoraConfig
+    from pipeline.models import load_model
+
+    data = DataArguments(dataset_name=str(mini_gsm8k), grpo_holdout_size=8)
+    args = grpo_args(tmp_path, num_iterations=2)
+    examples = [e for e in __import__("pipeline.data", fromlist=["load_gsm8k"]).load_gsm8k(str(mini_gsm8k), "train").examples]
+    state = setup(args, lora(tiny_model_dir), data, examples)
+    with torch.no_grad():  # a non-zero adapter, so policy and reference differ
+        for name, p in state.policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    from pipeline.grpo.trainer import generate
+
+    rollout = generate(state, local_prompts(state, 0))
+    old, ref = reference_logps(state, rollout)
+    sft = load_model(ModelArguments(model_name_or_path=str(tiny_model_dir))).eval()
+    from pipeline.grpo.logprobs import completion_logps
+
+    with torch.no_grad():
+        expected_ref, _ = completion_logps(sft, rollout.input_ids(), rollout.attention_mask(), rollout.completion_ids.size(1))
+    mask = rollout.completion_mask.bool()
+    torch.testing.assert_close(ref[mask], expected_ref[mask])
+    assert not torch.allclose(old[mask], ref[mask])  # old = the adapted policy, not the reference
+    assert sum(p.numel() for p in state.policy.parameters()) < 2 * sum(p.numel() for p in sft.parameters())
+
+
+def test_beta_zero_without_lora_loads_no_reference(tiny_model_dir, mini_gsm8k, tmp_path):
+    from pipeline.data import load_gsm8k
+
+    examples = load_gsm8k(str(mini_gsm8k), "train").examples
+    state = setup(grpo_args(tmp_path, beta=0.0), ModelArguments(model_name_or_path=str(tiny_model_dir)),
+                  DataArguments(), examples)
+    assert state.ref_model is None and not state.uses_lora
+    state = setup(grpo_args(tmp_path / "b", beta=0.1), ModelArguments(model_name_or_path=str(tiny_model_dir)),
+                  DataArguments(), examples)
+    assert state.ref_model is not None and not any(p.requires_grad for p in state.ref_model.parameters())
+
+
+def adapter(run_dir):
+    return load_file(Path(run_dir) / "final" / "adapter" / "adapter_model.safetensors")
+
+
+def test_resume_reaches_the_same_weights_as_an_unbroken_run(tiny_model_dir, mini_gsm8k, tmp_path):
+    from pipeline.data import load_gsm8k
+
+    examples = load_gsm8k(str(mini_gsm8k), "train").examples
+    model = lora(tiny_model_dir, lora_dropout=0.1)  # dropout: the resumed random numbers must match too
+    straight = train(grpo_args(tmp_path / "straight"), model, DataArguments(), examples)
+    broken_dir = tmp_path / "broken"
+    train(grpo_args(broken_dir, max_steps=2), model, DataArguments(), examples)  # "interrupted" after step 2
+    resumed = train(grpo_args(broken_dir, resume_from_checkpoint="latest"), model, DataArguments(), examples)
+    assert resumed["start_step"] == 2 and resumed["steps"] == 4
+    a, b = adapter(tmp_path / "straight"), adapter(broken_dir)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
+    assert any((a[k] != 0).any() for k in a if "lora_B" in k)  # it did train
+    rows = [json.loads(line) for line in (broken_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for r, s in zip(rows, straight["history"]):
+        assert r["reward"] == pytest.approx(s["reward"]) and r["loss"] == pytest.approx(s["loss"], abs=1e-6)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(tiny_model_dir, mini_gsm8k, tmp_path):
+    """accelerate launch with 2 CPU processes (gloo) vs 1 process, same global batch: same weights."""
+    common = ["scripts/train_grpo.py", "--model_name_or_path", str(tiny_model_dir), "--use_peft", "true",
+              "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0", "--dataset_name", str(mini_gsm8k),
+              "--grpo_holdout_size", "12", "--max_steps", "3", "--prompts_per_step", "2", "--num_generations", "4",
+              "--micro_batch_size", "4", "--max_completion_length", "8", "--reward_funcs", REWARD, "accuracy",
+              "--beta", "0.04", "--learning_rate", "5e-3", "--loss_type", "dapo",
+              "--save_steps", "0", "--seed", "3"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    one = subprocess.run([sys.executable, *common, "--output_dir", str(tmp_path / "one")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                          "configs/accelerate/ddp_cpu_2proc.yaml", "--main_process_port", str(free_port()),
+                          *common, "--output_dir", str(tmp_path / "two")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = adapter(tmp_path / "one"), adapter(tmp_path / "two")
+    # Same samples and rewards; float32 sums in another order (each process pads its own batch) and
+    # Adam's per-element scaling leave differences of ~1e-6 on weights of order 1e-2.
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
+    assert any((a[k] != 0).any() for k in a if "lora_B" in k)
+    rows_one = [json.loads(l) for l in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    rows_two = [json.loads(l) for l in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["reward"] for r in rows_one] == pytest.approx([r["reward"] for r in rows_two])
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert config["processes"] == 2

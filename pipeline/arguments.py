@@ -72,6 +72,14 @@ class DataArguments(ValidatedConfig):
     )
     system_prompt: str | None = field_with_help(None, "Replace the template's system prompt.")
 
+    def load_split(self, split: str):
+        """Load one split of the configured dataset (a ``GSM8KSplit``) with these options."""
+        from pipeline.data import load_gsm8k
+
+        return load_gsm8k(self.dataset_name, split, dataset_config=self.dataset_config,
+                          question_field=self.question_field, answer_field=self.answer_field,
+                          skip_bad_rows=self.skip_bad_rows)
+
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.train_split != "test", "train_split", "the test split is for evaluation only; use 'train'")

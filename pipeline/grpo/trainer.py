@@ -17,7 +17,7 @@ import torch
 
 from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
 from pipeline.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from pipeline.data import GSM8KExample, PromptTemplate, get_template, load_gsm8k, render_prompt
+from pipeline.data import GSM8KExample, PromptTemplate, get_template, render_prompt
 from pipeline.generation import eos_token_ids
 from pipeline.grpo.advantages import group_advantages
 from pipeline.grpo.config import GRPOArguments
@@ -127,8 +127,9 @@ def _resume(state: GRPOState) -> None:
 def prompt_indices(num_examples: int, step: int, prompts_per_step: int, seed: int) -> list[int]:
     """Dataset indices of a step's prompts: a seeded permutation per epoch, a pure function of the step.
 
-    >>> prompt_indices(5, 0, 2, seed=0) + prompt_indices(5, 1, 2, seed=0) + prompt_indices(5, 2, 2, seed=0)[:1]
-    [2, 1, 4, 3, 0]
+    >>> epoch = prompt_indices(6, 0, 3, seed=0) + prompt_indices(6, 1, 3, seed=0)
+    >>> sorted(epoch)  # one epoch: every problem exactly once
+    [0, 1, 2, 3, 4, 5]
     """
     indices = []
     for position in range(step * prompts_per_step, (step + 1) * prompts_per_step):
@@ -414,7 +415,8 @@ def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
         if args.save_steps and state.step % args.save_steps == 0:
             save(state)
     progress.close()
-    save(state)
+    if not (args.save_steps and state.step % args.save_steps == 0):  # not saved by the loop's last step
+        save(state)
     if test_examples:
         summary["eval_after"] = evaluate_policy(state, test_examples, f"step-{state.step}")
     summary["final"] = str(save_final(state, model_args))
@@ -432,7 +434,4 @@ def load_grpo_examples(data_args: DataArguments) -> tuple[list[GSM8KExample], li
     from pipeline.sft import load_stage_examples
 
     examples, _ = load_stage_examples(data_args, "grpo")
-    test = load_gsm8k(data_args.dataset_name, "test", dataset_config=data_args.dataset_config,
-                      question_field=data_args.question_field, answer_field=data_args.answer_field,
-                      skip_bad_rows=data_args.skip_bad_rows).examples
-    return examples, test
+    return examples, data_args.load_split("test").examples

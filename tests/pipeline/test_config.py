@@ -2,7 +2,6 @@ import importlib.util
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -128,11 +127,10 @@ def test_help_documents_every_option():
     assert "--config" in result.stdout
 
 
-def test_bad_config_value_fails_fast_naming_it(tmp_path):
-    path = write(tmp_path, "model_name_or_path: embedded:SmolLM2-135M-Instruct\nbatch_size: 0\n")
-    started = time.perf_counter()
+def test_bad_config_value_fails_before_any_model_loads(tmp_path):
+    # The model path does not exist: had the script tried to load it first, that error would show instead.
+    path = write(tmp_path, "model_name_or_path: /no/such/model\nbatch_size: 0\n")
     result = run_script("scripts/evaluate.py", "--config", path)
-    elapsed = time.perf_counter() - started
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: option --batch_size: must be >= 1, got 0"
-    assert elapsed < 5, f"took {elapsed:.1f}s"
+    assert "Loading weights" not in result.stderr

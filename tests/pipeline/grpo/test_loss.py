@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pipeline.grpo.logprobs import completion_logps
+from pipeline.grpo.crosscheck import PARITY_CASES, parity_case
 from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, grpo_loss, per_token_kl
 
 B, T = 6, 5
@@ -124,90 +124,13 @@ def test_bad_arguments():
 # --- parity with TRL 1.16's GRPOTrainer._compute_loss on a real model -------------------------------------------
 
 
-def trl_trainer(model, tokenizer, tmp_path, loss_type, beta, mu, temperature, kl_correction=False):
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
-
-    args = GRPOConfig(
-        output_dir=str(tmp_path), per_device_train_batch_size=B, num_generations=3, max_completion_length=T,
-        beta=beta, epsilon=0.2, epsilon_high=0.28, loss_type=loss_type, num_iterations=mu, temperature=temperature,
-        use_cpu=True, bf16=False, report_to="none", gradient_checkpointing=False, logging_steps=1,
-        use_bias_correction_kl=kl_correction,
-    )
-    trainer = GRPOTrainer(
-        model=model, reward_funcs=lambda prompts, completions, **kw: [0.0] * len(prompts), args=args,
-        train_dataset=Dataset.from_list([{"prompt": "hi"}] * B), processing_class=tokenizer,
-    )
-    trainer.current_gradient_accumulation_steps = 1
-    return trainer
-
-
-# Every loss type x beta x mu; the KL importance correction only exists when beta > 0.
-PARITY_CASES = [
-    (loss_type, beta, mu, kl_correction)
-    for loss_type in LOSS_TYPES
-    for beta in (0.0, 0.04)
-    for mu in (1, 2)
-    for kl_correction in ((False, True) if beta else (False,))
-]
-
-
 @pytest.mark.parametrize("loss_type, beta, mu, kl_correction", PARITY_CASES)
 def test_loss_and_gradients_equal_trl_compute_loss(tiny_model_dir, tmp_path, loss_type, beta, mu, kl_correction):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
-    temperature = 0.9
-    trainer = trl_trainer(model, tokenizer, tmp_path, loss_type, beta, mu, temperature, kl_correction)
-    model = trainer.model
-
-    g = torch.Generator().manual_seed(1)
-    prompt_ids = torch.randint(3, 500, (B, 4), generator=g)
-    prompt_mask = torch.ones(B, 4, dtype=torch.long)
-    prompt_mask[1, :2] = 0  # left padding
-    prompt_ids[1, :2] = tokenizer.pad_token_id
-    completion_ids = torch.randint(3, 500, (B, T), generator=g)
-    completion_mask = MASK.long()
-    completion_ids[completion_mask == 0] = tokenizer.pad_token_id  # pad == EOS, as in SmolLM2
-    for row, length in ((1, 2), (2, 4), (3, 1), (4, 3)):
-        completion_ids[row, length - 1] = tokenizer.eos_token_id
-    input_ids = torch.cat([prompt_ids, completion_ids], 1)
-    attention_mask = torch.cat([prompt_mask, completion_mask], 1)
-    with torch.no_grad():
-        current, _ = completion_logps(model, input_ids, attention_mask, T, temperature=temperature)
-    old = current + (torch.rand(B, T, generator=g, dtype=torch.float64) - 0.5) if mu > 1 else None
-    ref = current + (torch.rand(B, T, generator=g, dtype=torch.float64) - 0.5) * 0.4
-    advantages = torch.tensor([1.1, -0.6, 0.3, -1.4, 0.8, -0.2], dtype=torch.float64)
-    tokens = completion_mask.sum()
-
-    inputs = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
-              "completion_mask": completion_mask, "advantages": advantages, "num_items_in_batch": tokens,
-              "ref_per_token_logps": ref if beta else None}
-    if old is not None:
-        inputs["old_per_token_logps"] = old
-    model.zero_grad()
-    trl_loss = trainer._compute_loss(model, inputs)
-    trl_loss.backward()
-    trl_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-    model.zero_grad()
-    logps, _ = completion_logps(model, input_ids, attention_mask, T, temperature=temperature)
-    ours = grpo_loss(logps, old, ref if beta else None, advantages, completion_mask, beta=beta, epsilon_low=0.2,
-                     epsilon_high=0.28, loss_type=loss_type,
-                     normalizer=LossNormalizer(1, tokens_per_process=tokens.item(), max_completion_length=T),
-                     kl_importance_correction=kl_correction)
-    ours.loss.backward()
-    # TRL 1.16's fused LM head returns float32 log-probs even for a float64 model (~4e-7 per token), so
-    # a loss that nearly cancels to zero needs an absolute floor at float32 resolution.
-    torch.testing.assert_close(ours.loss, trl_loss.to(ours.loss.dtype), rtol=1e-5, atol=1e-6)
-    assert trl_grads
-    for name, grad in trl_grads.items():
-        ours_grad = dict(model.named_parameters())[name].grad
-        # TRL 1.16's fused LM head works in float32, so near-zero entries differ at ~1e-8 absolute:
-        # the tolerance is rtol 1e-5 with an absolute floor of 1e-5 of the tensor's largest entry.
-        scale = grad.abs().max().item()
-        torch.testing.assert_close(ours_grad, grad, rtol=1e-5, atol=1e-5 * scale, msg=lambda m: f"{name}: {m}")
+    result = parity_case(tiny_model_dir, tmp_path, loss_type, beta, mu, kl_correction)
+    # TRL 1.16's fused LM head returns float32 log-probs even for a float64 model (~4e-7 per token), so the
+    # loss has an absolute floor at float32 resolution and each gradient is compared relative to its scale.
+    assert abs(result.our_loss - result.trl_loss) <= 1e-6 + 1e-5 * abs(result.trl_loss), result
+    assert result.max_grad_error <= 1e-5, result
+    assert result.ok()
     if mu > 1:
-        assert ours.clip_low > 0 and ours.clip_high > 0
+        assert result.clip_low > 0 and result.clip_high > 0  # clipping fired both ways

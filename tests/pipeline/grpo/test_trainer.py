@@ -11,8 +11,7 @@ from safetensors.torch import load_file
 
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.grpo.config import GRPOArguments
-from pipeline.grpo.trainer import local_prompts, prompt_indices, reference_logps, run_step, setup, train
-from pipeline.grpo.rollout import collate_rollout, sample_group
+from pipeline.grpo.trainer import local_prompts, prompt_indices, reference_logps, setup, train
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
@@ -58,12 +57,12 @@ def test_data_order_is_a_seeded_permutation_per_epoch():
 
 
 def test_reference_is_the_disabled_adapter_and_equals_the_sft_model(tiny_model_dir, mini_gsm8k, tmp_path):
-    from peft import LoraConfig
+    from pipeline.data import load_gsm8k
     from pipeline.models import load_model
 
     data = DataArguments(dataset_name=str(mini_gsm8k), grpo_holdout_size=8)
     args = grpo_args(tmp_path, num_iterations=2)
-    examples = [e for e in __import__("pipeline.data", fromlist=["load_gsm8k"]).load_gsm8k(str(mini_gsm8k), "train").examples]
+    examples = load_gsm8k(str(mini_gsm8k), "train").examples
     state = setup(args, lora(tiny_model_dir), data, examples)
     with torch.no_grad():  # a non-zero adapter, so policy and reference differ
         for name, p in state.policy.named_parameters():

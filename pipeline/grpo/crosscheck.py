@@ -1,0 +1,115 @@
+"""Cross-checks against TRL 1.16's GRPOTrainer: the loss and gradients on one batch, for every variant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.grpo.logprobs import completion_logps
+from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, grpo_loss
+
+BATCH, WIDTH, GROUP = 6, 5, 3
+# Padding, EOS at several places and one truncated row (no EOS) in every case.
+COMPLETION_MASK = torch.tensor(
+    [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+)
+# Every loss type x beta x mu; TRL's KL importance correction only exists when beta > 0.
+PARITY_CASES = [
+    (loss_type, beta, mu, kl_correction)
+    for loss_type in LOSS_TYPES
+    for beta in (0.0, 0.04)
+    for mu in (1, 2)
+    for kl_correction in ((False, True) if beta else (False,))
+]
+
+
+@dataclass
+class ParityResult:
+    case: tuple
+    our_loss: float
+    trl_loss: float
+    max_grad_error: float  # max over tensors of max|ours - trl| / max|trl|
+    clip_low: float
+    clip_high: float
+
+    def ok(self, rtol: float = 1e-5, loss_atol: float = 1e-6) -> bool:
+        return abs(self.our_loss - self.trl_loss) <= loss_atol + rtol * abs(self.trl_loss) and self.max_grad_error <= rtol
+
+
+def _trl_trainer(model, tokenizer, output_dir, loss_type, beta, mu, temperature, kl_correction):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    args = GRPOConfig(
+        output_dir=str(output_dir), per_device_train_batch_size=BATCH, num_generations=GROUP,
+        max_completion_length=WIDTH, beta=beta, epsilon=0.2, epsilon_high=0.28, loss_type=loss_type,
+        num_iterations=mu, temperature=temperature, use_cpu=True, bf16=False, report_to="none",
+        gradient_checkpointing=False, use_bias_correction_kl=kl_correction,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=lambda prompts, completions, **kw: [0.0] * len(prompts),
+                          args=args, train_dataset=Dataset.from_list([{"prompt": "hi"}] * BATCH),
+                          processing_class=tokenizer)
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+def _batch(tokenizer, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    prompt_ids = torch.randint(3, len(tokenizer) - 1, (BATCH, 4), generator=g)
+    prompt_mask = torch.ones(BATCH, 4, dtype=torch.long)
+    prompt_mask[1, :2] = 0  # left padding
+    prompt_ids[1, :2] = tokenizer.pad_token_id
+    completion_ids = torch.randint(3, len(tokenizer) - 1, (BATCH, WIDTH), generator=g)
+    completion_ids[COMPLETION_MASK == 0] = tokenizer.pad_token_id
+    for row in range(BATCH):
+        length = int(COMPLETION_MASK[row].sum())
+        if length < WIDTH:
+            completion_ids[row, length - 1] = tokenizer.eos_token_id  # pad may equal EOS: it is still trained
+    return prompt_ids, prompt_mask, completion_ids, COMPLETION_MASK.clone(), g
+
+
+def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, beta: float, mu: int,
+                kl_correction: bool, seed: int = 1, temperature: float = 0.9) -> ParityResult:
+    """Our loss and gradients vs TRL's ``_compute_loss`` on one float64 batch with the same log-prob inputs."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
+    trainer = _trl_trainer(model, tokenizer, output_dir, loss_type, beta, mu, temperature, kl_correction)
+    model = trainer.model
+    prompt_ids, prompt_mask, completion_ids, completion_mask, g = _batch(tokenizer, seed)
+    input_ids = torch.cat([prompt_ids, completion_ids], 1)
+    attention_mask = torch.cat([prompt_mask, completion_mask], 1)
+    with torch.no_grad():
+        current, _ = completion_logps(model, input_ids, attention_mask, WIDTH, temperature=temperature)
+    # Old and reference log-probs away from the current ones, so the ratio clips both ways.
+    old = current + (torch.rand(BATCH, WIDTH, generator=g, dtype=torch.float64) - 0.5) if mu > 1 else None
+    ref = current + (torch.rand(BATCH, WIDTH, generator=g, dtype=torch.float64) - 0.5) * 0.4
+    advantages = torch.tensor([1.1, -0.6, 0.3, -1.4, 0.8, -0.2], dtype=torch.float64)
+    tokens = completion_mask.sum()
+
+    inputs = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+              "completion_mask": completion_mask, "advantages": advantages, "num_items_in_batch": tokens,
+              "ref_per_token_logps": ref if beta else None}
+    if old is not None:
+        inputs["old_per_token_logps"] = old
+    model.zero_grad()
+    trl_loss = trainer._compute_loss(model, inputs)
+    trl_loss.backward()
+    trl_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model.zero_grad()
+    logps, _ = completion_logps(model, input_ids, attention_mask, WIDTH, temperature=temperature)
+    ours = grpo_loss(logps, old, ref if beta else None, advantages, completion_mask, beta=beta, epsilon_low=0.2,
+                     epsilon_high=0.28, loss_type=loss_type,
+                     normalizer=LossNormalizer(1, tokens_per_process=tokens.item(), max_completion_length=WIDTH),
+                     kl_importance_correction=kl_correction)
+    ours.loss.backward()
+    params = dict(model.named_parameters())
+    errors = [((params[n].grad - grad).abs().max() / grad.abs().max().clamp(min=1e-30)).item()
+              for n, grad in trl_grads.items()]
+    return ParityResult((loss_type, beta, mu, kl_correction), ours.loss.item(), trl_loss.item(),
+                        max(errors) if errors else float("inf"), ours.clip_low.item(), ours.clip_high.item())

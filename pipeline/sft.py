@@ -189,4 +189,15 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArg
         after_args = ModelArguments(model_name_or_path=summary["output"]["merged"], dtype=model_args.dtype)
         summary["after"] = evaluate_on_test(after_args, data_args, script_args, out / "eval_after", training_args.seed)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    write_metrics_and_plots(out, summary["train"]["log_history"])
     return summary
+
+
+def write_metrics_and_plots(out: Path, log_history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl from the Trainer's log history (the per-step rows), then the run's figures."""
+    from pipeline.plots import plot_run
+
+    rows = [{**{k: v for k, v in h.items() if isinstance(v, (int, float))}} for h in log_history if "loss" in h]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if rows:
+        plot_run(out)

@@ -423,6 +423,9 @@ def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     summary.update({"steps": state.step, "history": state.history})
     if state.accelerator.is_main_process:
         (state.run_dir / "grpo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        from pipeline.plots import plot_run
+
+        plot_run(state.run_dir)
     state.accelerator.end_training()
     del state
     gc.collect()

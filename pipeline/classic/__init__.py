@@ -1,0 +1,1 @@
+"""Classic-control examples trained with the same GRPO functions as the language model."""

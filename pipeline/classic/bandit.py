@@ -7,7 +7,7 @@ each pull's reward is a Bernoulli draw with that arm's success probability.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch

@@ -23,3 +23,38 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+class GracefulInterrupt:
+    """Within ``with``: the first SIGINT/SIGTERM only sets ``requested`` so the loop can finish its
+    step and checkpoint; a second SIGINT interrupts at once. Handlers are restored on exit."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self) -> "GracefulInterrupt":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # signals can only be set there
+            for name in self.SIGNALS:
+                signum = getattr(signal, name)
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import math
-import numbers
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from rewards.guard import RewardFaults, call_reward
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,28 +29,22 @@ class RewardBreakdown:
         return out
 
 
-def _as_reward(value: Any) -> float | None:
-    """A finite float, or ``None`` for "no opinion" and for values that are not finite numbers."""
-    if not isinstance(value, numbers.Real):
-        return None
-    try:
-        value = float(value)
-    except (OverflowError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def combine_rewards(
     reward_funcs: Sequence[Callable[..., list[float | None]]],
     names: Sequence[str],
     weights: Sequence[float],
     prompts: Sequence[Any],
     completions: Sequence[Any],
+    *,
+    timeout: float | None = None,
+    faults: RewardFaults | None = None,
     **columns: Any,
 ) -> RewardBreakdown:
     """Call each reward function once on the batch and add the rewards with their weights.
 
-    As in TRL's GRPOTrainer, ``None`` ("no opinion") contributes nothing to the total.
+    As in TRL's GRPOTrainer, ``None`` ("no opinion") contributes nothing to the total. Each function
+    is called through ``rewards.guard.call_reward``: one that raises, hangs past ``timeout``, returns
+    the wrong length or non-finite values loses those values (``None``) and is counted in ``faults``.
 
     >>> one = lambda prompts, completions, **kw: [1.0] * len(completions)
     >>> half = lambda prompts, completions, **kw: [0.5, None]
@@ -61,10 +58,12 @@ def combine_rewards(
         )
     per_function: list[list[float | None]] = []
     for fn, name in zip(reward_funcs, names):
-        values = fn(prompts=list(prompts), completions=list(completions), **columns)
-        if len(values) != len(completions):
-            raise ValueError(f"reward {name!r} returned {len(values)} values for {len(completions)} completions")
-        per_function.append([_as_reward(v) for v in values])
+        result = call_reward(fn, name, timeout, prompts, completions, **columns)
+        if result.problem:
+            logger.warning("%s (%d of %d values lost)", result.problem, result.bad, len(completions))
+        if faults is not None:
+            faults.add(name, result, len(completions))
+        per_function.append(result.values)
     total = [
         sum(w * v[i] for w, v in zip(weights, per_function) if v[i] is not None) for i in range(len(completions))
     ]

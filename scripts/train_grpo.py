@@ -12,6 +12,7 @@ Writes into output_dir: metrics.jsonl, samples.jsonl, checkpoints/, eval/, final
 from __future__ import annotations
 
 import logging
+import sys
 
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import parse_or_exit
@@ -43,10 +44,20 @@ def main(grpo_args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
 
         return train_with_trl(grpo_args, model_args, data_args, examples)
     summary = train(grpo_args, model_args, data_args, examples, test_examples)
+    if summary.get("interrupted"):
+        print(f"Interrupted: checkpoint of step {summary['steps']} saved in {grpo_args.output_dir}/checkpoints. "
+              "Resume with: --resume_from_checkpoint latest", file=sys.stderr)
+        raise SystemExit(130)
     print_before_after(summary)
     return summary
 
 
 if __name__ == "__main__":
+    from pipeline.grpo.trainer import TrainingStopped
+
     setup_logging()
-    main(*parse_or_exit(CONFIG_TYPES, description=__doc__))
+    try:
+        main(*parse_or_exit(CONFIG_TYPES, description=__doc__))
+    except TrainingStopped as stopped:
+        print(f"error: {stopped}", file=sys.stderr)
+        raise SystemExit(1) from None

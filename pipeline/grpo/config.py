@@ -36,6 +36,9 @@ class GRPOArguments(ValidatedConfig):
     )
     reward_weights: list[float] | None = field_with_help(None, "One weight per reward function (default: all 1.0).")
     overlong_buffer_length: int = field_with_help(64, "Buffer before max_completion_length for the 'overlong' reward.")
+    reward_timeout: float = field_with_help(60.0, "Seconds a reward function may take per batch before it is abandoned.")
+    max_reward_error_rate: float = field_with_help(
+        0.25, "Stop (after a checkpoint) once a reward function has lost more than this fraction of its values.")
     # --- advantages and loss ---
     scale_rewards: str = field_with_help("group", "Divide centred rewards by the group's std, the batch's, or none.",
                                          choices=SCALE_REWARDS)
@@ -50,6 +53,7 @@ class GRPOArguments(ValidatedConfig):
     lr_scheduler_type: str = field_with_help("constant", "transformers scheduler name (constant, linear, cosine, ...).")
     warmup_steps: int = field_with_help(0, "Warm-up optimizer steps.")
     max_grad_norm: float = field_with_help(1.0, "Gradient clipping norm (0 disables).")
+    max_nonfinite_steps: int = field_with_help(3, "Stop (after a checkpoint) after this many consecutive NaN/inf steps.")
     mixed_precision: str = field_with_help("no", "accelerate mixed precision.", choices=("no", "bf16", "fp16"))
     logps_chunk_size: int = field_with_help(4, "Rows per forward when computing reference / old log-probs.")
     # --- logging, evaluation, checkpoints ---
@@ -86,6 +90,10 @@ class GRPOArguments(ValidatedConfig):
         require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
         require(self.logging_steps >= 1, "logging_steps", f"must be >= 1, got {self.logging_steps}")
         require(self.save_total_limit >= 1, "save_total_limit", f"must be >= 1, got {self.save_total_limit}")
+        require(self.reward_timeout > 0, "reward_timeout", f"must be > 0, got {self.reward_timeout}")
+        require(0 <= self.max_reward_error_rate <= 1, "max_reward_error_rate",
+                f"must be in [0, 1], got {self.max_reward_error_rate}")
+        require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps", f"must be >= 1, got {self.max_nonfinite_steps}")
         require(self.logps_chunk_size >= 1, "logps_chunk_size", f"must be >= 1, got {self.logps_chunk_size}")
         for name in ("save_steps", "eval_steps", "eval_limit", "warmup_steps"):
             require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")

@@ -25,7 +25,9 @@ from pipeline.grpo.logprobs import completion_logps
 from pipeline.grpo.loss import LossNormalizer, grpo_loss
 from pipeline.grpo.rollout import Rollout, collate_rollout, group_seed, sample_group
 from pipeline.models import add_lora, load_model, load_tokenizer
+from pipeline.runtime import GracefulInterrupt
 from rewards import RewardBreakdown, combine_rewards, load_reward
+from rewards.guard import RewardFaults
 
 logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -52,6 +54,8 @@ class GRPOState:
     uses_lora: bool
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    faults: RewardFaults = field(default_factory=RewardFaults)
+    nonfinite_streak: int = 0
 
     @property
     def policy(self):
@@ -181,7 +185,8 @@ def score(state: GRPOState, rollout: Rollout, batch: list[tuple[int, GSM8KExampl
     lengths = rollout.completion_mask.sum(1).tolist()
     completion_ids = [row[: int(n)].tolist() for row, n in zip(rollout.completion_ids, lengths)]
     breakdown = combine_rewards(state.reward_funcs, state.args.reward_funcs, state.args.weights, prompts,
-                                rollout.completions, answer=answers, completion_ids=completion_ids)
+                                rollout.completions, timeout=state.args.reward_timeout, faults=state.faults,
+                                answer=answers, completion_ids=completion_ids)
     total = torch.tensor(breakdown.total, dtype=torch.float32)
     unscorable = torch.tensor([all(v[i] is None for v in breakdown.per_function) for i in range(len(total))])
     total[unscorable] = torch.nan  # no function had an opinion: left out of the group statistics
@@ -244,11 +249,16 @@ def train_on_rollout(state: GRPOState, rollout: Rollout, advantages: torch.Tenso
             sums["clip_low"] += out.clip_low.item() * weight
             sums["clip_high"] += out.clip_high.item() * weight
             sums["entropy"] += ((entropy * mask[rows]).sum() / mask[rows].sum().clamp(min=1)).item() * weight
-        grad_norm = acc.clip_grad_norm_(model.parameters(), args.max_grad_norm) if args.max_grad_norm > 0 else None
-        state.optimizer.step()
-        state.scheduler.step()
+        grad_norm = acc.clip_grad_norm_(model.parameters(), args.max_grad_norm if args.max_grad_norm > 0 else math.inf)
+        if math.isfinite(float(grad_norm)) and math.isfinite(sums["loss"]):
+            state.optimizer.step()
+            state.scheduler.step()
+        else:  # a NaN/inf loss or gradient: skip this update, keep the last good weights
+            sums["skipped_updates"] = sums.get("skipped_updates", 0.0) + 1
+            logger.warning("step %d: non-finite loss or gradient norm (%s); update skipped", state.step + 1, grad_norm)
         state.optimizer.zero_grad(set_to_none=True)
-        sums["grad_norm"] += (float(grad_norm) if grad_norm is not None else 0.0) / args.num_iterations
+        sums["grad_norm"] += float(grad_norm) / args.num_iterations
+    sums.setdefault("skipped_updates", 0.0)
     return sums
 
 
@@ -393,6 +403,28 @@ def _log(state: GRPOState, metrics: dict[str, Any], progress) -> None:
                         metrics["loss"], metrics["time/step"], metrics["time/generate"])
 
 
+class TrainingStopped(RuntimeError):
+    """The run stopped on purpose (a fault past its threshold); a checkpoint of the last good state exists."""
+
+
+def check_health(state: GRPOState, metrics: dict[str, Any]) -> None:
+    """Stop, after a checkpoint, on a failing reward plug-in or on repeated non-finite steps."""
+    args = state.args
+    state.nonfinite_streak = state.nonfinite_streak + 1 if metrics["skipped_updates"] else 0
+    problem = None
+    if state.nonfinite_streak >= args.max_nonfinite_steps:
+        problem = (f"{state.nonfinite_streak} consecutive steps had a NaN/inf loss or gradient "
+                   f"(max_nonfinite_steps={args.max_nonfinite_steps}); lower learning_rate or check the rewards")
+    for name in args.reward_funcs:
+        if state.faults.rate(name) > args.max_reward_error_rate:
+            problem = (f"reward {name!r} lost {state.faults.rate(name):.0%} of its values (max_reward_error_rate="
+                       f"{args.max_reward_error_rate}); last problem: {state.faults.last_problem.get(name)}")
+    if problem:
+        save(state)
+        raise TrainingStopped(f"{problem}. Checkpoint of step {state.step} saved in {state.run_dir}/checkpoints; "
+                              "fix the cause, then rerun with --resume_from_checkpoint latest")
+
+
 def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments,
           examples: list[GSM8KExample], test_examples: list[GSM8KExample] | None = None) -> dict[str, Any]:
     """The whole GRPO stage; returns a summary with the metrics history and the before/after evaluations."""
@@ -406,15 +438,15 @@ def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
         summary["eval_before"] = evaluate_policy(state, test_examples, "step-0")
     progress = tqdm(total=args.max_steps, initial=state.step, desc="GRPO", unit="step",
                     disable=not state.accelerator.is_main_process)
-    while state.step < args.max_steps:
-        metrics = run_step(state)
-        _log(state, metrics, progress)
-        progress.update(1)
-        if args.eval_steps and test_examples and state.step % args.eval_steps == 0 and state.step < args.max_steps:
-            evaluate_policy(state, test_examples, f"step-{state.step}")
-        if args.save_steps and state.step % args.save_steps == 0:
-            save(state)
+    interrupt = GracefulInterrupt()
+    with interrupt:
+        summary["interrupted"] = _loop(state, test_examples, progress, interrupt)
     progress.close()
+    if summary["interrupted"]:
+        save(state)
+        summary.update({"steps": state.step, "history": state.history})
+        state.accelerator.end_training()
+        return summary
     if not (args.save_steps and state.step % args.save_steps == 0):  # not saved by the loop's last step
         save(state)
     if test_examples:
@@ -430,6 +462,24 @@ def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     del state
     gc.collect()
     return summary
+
+
+def _loop(state: GRPOState, test_examples, progress, interrupt: GracefulInterrupt) -> bool:
+    """Steps until max_steps; returns True when a signal asked to stop (at a step boundary)."""
+    args = state.args
+    while state.step < args.max_steps:
+        metrics = run_step(state)
+        _log(state, metrics, progress)
+        progress.update(1)
+        check_health(state, metrics)
+        if args.eval_steps and test_examples and state.step % args.eval_steps == 0 and state.step < args.max_steps:
+            evaluate_policy(state, test_examples, f"step-{state.step}")
+        if args.save_steps and state.step % args.save_steps == 0:
+            save(state)
+        if interrupt.requested:
+            logger.warning("%s received: stopping after step %d", interrupt.requested, state.step)
+            return True
+    return False
 
 
 def load_grpo_examples(data_args: DataArguments) -> tuple[list[GSM8KExample], list[GSM8KExample]]:

@@ -6,3 +6,18 @@ from rewards.text import completion_to_text
 def digit_fraction(prompts, completions, **kwargs):
     texts = [completion_to_text(c) for c in completions]
     return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
+
+
+def always_raises(prompts, completions, **kwargs):
+    raise ValueError("broken plug-in")
+
+
+_calls = {"n": 0}
+
+
+def flaky(prompts, completions, **kwargs):
+    """Raises on every second call."""
+    _calls["n"] += 1
+    if _calls["n"] % 2 == 0:
+        raise RuntimeError("flaky service")
+    return [0.0] * len(completions)

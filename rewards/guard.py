@@ -1,0 +1,84 @@
+"""Calling untrusted reward plug-ins so that a bad one cannot crash or hang a training step.
+
+A reward that raises, hangs past its timeout, returns the wrong number of values, or returns values
+that are not finite numbers gives "no opinion" (``None``) for the affected completions; every such
+event is counted with the plug-in's name and a sample, so the trainer can log it and stop the run
+past an error-rate threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class GuardedResult:
+    values: list[float | None]  # one per completion; None = no opinion (or a bad value)
+    bad: int = 0  # completions whose value was lost to a fault
+    problem: str | None = None  # a sample of what went wrong
+
+
+@dataclass
+class RewardFaults:
+    """Running count of bad values per reward function, for the error-rate threshold."""
+
+    bad: dict[str, int] = field(default_factory=dict)
+    total: dict[str, int] = field(default_factory=dict)
+    last_problem: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, result: GuardedResult, n: int) -> None:
+        self.bad[name] = self.bad.get(name, 0) + result.bad
+        self.total[name] = self.total.get(name, 0) + n
+        if result.problem:
+            self.last_problem[name] = result.problem
+
+    def rate(self, name: str) -> float:
+        return self.bad.get(name, 0) / max(self.total.get(name, 0), 1)
+
+
+def _finite(value: Any) -> float | None:
+    if value is None or not isinstance(value, numbers.Real):
+        return None
+    try:
+        value = float(value)
+    except (OverflowError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def call_reward(fn: Callable[..., Any], name: str, timeout: float | None, prompts: Sequence[Any],
+                completions: Sequence[Any], **columns: Any) -> GuardedResult:
+    """Call one reward function defensively; never raises, returns within ``timeout`` seconds."""
+    n = len(completions)
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["values"] = fn(prompts=list(prompts), completions=list(completions), **columns)
+        except BaseException as exc:  # the plug-in's fault, whatever it is
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+
+    # A daemon thread: a plug-in that never returns is abandoned, not waited for.
+    worker = threading.Thread(target=target, name=f"reward-{name}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        return GuardedResult([None] * n, n, f"reward {name!r} did not return within {timeout} s")
+    if "error" in outcome:
+        return GuardedResult([None] * n, n, f"reward {name!r} raised {outcome['error']}")
+    raw = outcome.get("values")
+    try:
+        raw = list(raw)
+    except TypeError:
+        return GuardedResult([None] * n, n, f"reward {name!r} returned {type(raw).__name__}, not a list")
+    if len(raw) != n:
+        return GuardedResult([None] * n, n, f"reward {name!r} returned {len(raw)} values for {n} completions")
+    values = [_finite(v) for v in raw]
+    bad = [v for v, clean in zip(raw, values) if clean is None and v is not None]
+    problem = f"reward {name!r} returned non-finite or non-numeric values, e.g. {bad[0]!r}" if bad else None
+    return GuardedResult(values, len(bad), problem)

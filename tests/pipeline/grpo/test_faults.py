@@ -1,0 +1,169 @@
+"""Faults that must not cost a run: misbehaving rewards, NaN losses, signals, crashes while saving."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.arguments import DataArguments, ModelArguments
+from pipeline.checkpoint import find_checkpoint, save_checkpoint
+from pipeline.data import load_gsm8k
+from pipeline.grpo.config import GRPOArguments
+from pipeline.grpo.trainer import TrainingStopped, train
+
+ROOT = Path(__file__).resolve().parents[3]
+HERE = Path(__file__).resolve().parent
+REWARD = "toy_rewards:digit_fraction"
+
+
+@pytest.fixture(autouse=True)
+def plugin_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return load_gsm8k(split="train").examples[:12]
+
+
+def args(output_dir, **overrides):
+    values = dict(output_dir=str(output_dir), max_steps=4, prompts_per_step=2, num_generations=4, micro_batch_size=4,
+                  max_completion_length=8, reward_funcs=[REWARD], beta=0.04, learning_rate=5e-3, save_steps=0,
+                  seed=3, max_prompt_length=1024)
+    values.update(overrides)
+    return GRPOArguments(**values)
+
+
+def lora(path):
+    return ModelArguments(model_name_or_path=str(path), use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0)
+
+
+def test_a_reward_that_always_raises_stops_the_run_with_a_checkpoint(tiny_model_dir, examples, tmp_path):
+    with pytest.raises(TrainingStopped) as info:
+        train(args(tmp_path, reward_funcs=[REWARD, "toy_rewards:always_raises"]), lora(tiny_model_dir), DataArguments(),
+              examples)
+    message = str(info.value)
+    assert "reward 'toy_rewards:always_raises' lost 100% of its values" in message
+    assert "ValueError: broken plug-in" in message and "--resume_from_checkpoint latest" in message
+    assert find_checkpoint(tmp_path, "latest").name == "step-0000001"
+
+
+def test_occasional_reward_faults_are_tolerated(tiny_model_dir, examples, tmp_path):
+    summary = train(args(tmp_path, reward_funcs=[REWARD, "toy_rewards:flaky"], max_reward_error_rate=0.6),
+                    lora(tiny_model_dir), DataArguments(), examples)
+    assert summary["steps"] == 4 and not summary["interrupted"]
+
+
+def test_nan_loss_skips_the_update_and_stops_after_m_steps(tiny_model_dir, examples, tmp_path, monkeypatch):
+    import pipeline.grpo.trainer as trainer
+
+    real_loss = trainer.grpo_loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **kw):  # from step 3 on, NaN losses (fault injection; 2 micro-batches per step)
+        out = real_loss(*a, **kw)
+        calls["n"] += 1
+        if calls["n"] > 4:
+            out.loss = out.loss * torch.nan
+        return out
+
+    monkeypatch.setattr(trainer, "grpo_loss", poisoned)
+    with pytest.raises(TrainingStopped, match="2 consecutive steps had a NaN/inf loss"):
+        train(args(tmp_path, max_steps=10, max_nonfinite_steps=2), lora(tiny_model_dir), DataArguments(), examples)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_updates"] for r in rows] == [0.0, 0.0, 1.0, 1.0]
+    saved = load_file(find_checkpoint(tmp_path, "latest") / "model" / "adapter_model.safetensors")
+    assert all(torch.isfinite(v).all() for v in saved.values())  # the last good weights, no NaN
+
+    # The saved weights are those after step 2: the same as a clean 2-step run.
+    monkeypatch.setattr(trainer, "grpo_loss", real_loss)
+    train(args(tmp_path / "clean", max_steps=2), lora(tiny_model_dir), DataArguments(), examples)
+    clean = load_file(tmp_path / "clean" / "final" / "adapter" / "adapter_model.safetensors")
+    for key, value in clean.items():
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=1e-6)
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_whole(tiny_model_dir, tmp_path, monkeypatch):
+    from pipeline.models import add_lora, load_model
+
+    model = add_lora(load_model(lora(tiny_model_dir)), lora(tiny_model_dir))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    save_checkpoint(tmp_path, 1, model, optimizer, scheduler, {}, keep=3)
+
+    def disk_full(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(tmp_path, 2, model, optimizer, scheduler, {}, keep=3)
+    latest = find_checkpoint(tmp_path, "latest")
+    assert latest.name == "step-0000001"
+    assert {p.name for p in latest.iterdir()} == {"model", "optimizer.pt", "scheduler.pt", "trainer_state.json"}
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith((".step", "step"))] == ["step-0000001"]
+
+
+def test_only_the_newest_k_checkpoints_are_kept(tiny_model_dir, tmp_path):
+    from pipeline.models import load_model
+
+    model = load_model(ModelArguments(model_name_or_path=str(tiny_model_dir)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    for step in range(1, 5):
+        save_checkpoint(tmp_path, step, model, optimizer, scheduler, {}, keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
+    assert names == ["step-0000003", "step-0000004"] and find_checkpoint(tmp_path, "latest").name == "step-0000004"
+
+
+@pytest.mark.slow
+def test_sigint_saves_at_a_step_boundary_and_resume_matches_an_unbroken_run(tiny_model_dir, mini_data, tmp_path):
+    """A real process gets SIGINT mid-run; it checkpoints, says how to resume, and the resumed run
+    reaches the same weights as a run that was never interrupted."""
+    command = [sys.executable, "scripts/train_grpo.py", "--model_name_or_path", str(tiny_model_dir), "--use_peft", "true",
+               "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0", "--dataset_name", str(mini_data),
+               "--grpo_holdout_size", "12", "--prompts_per_step", "2", "--num_generations", "4",
+               "--micro_batch_size", "4", "--max_completion_length", "8", "--reward_funcs", REWARD,
+               "--beta", "0.04", "--learning_rate", "5e-3", "--save_steps", "0", "--seed", "3"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    run = tmp_path / "interrupted"
+    process = subprocess.Popen([*command, "--max_steps", "200", "--output_dir", str(run)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Resume with: --resume_from_checkpoint latest" in stderr
+    stopped_at = int(json.loads((find_checkpoint(run, "latest") / "trainer_state.json").read_text())["step"])
+    assert 2 <= stopped_at < 200 and len(metrics.read_text().splitlines()) == stopped_at
+
+    target = str(stopped_at + 2)
+    resumed = subprocess.run([*command, "--max_steps", target, "--output_dir", str(run), "--resume_from_checkpoint", "latest"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = subprocess.run([*command, "--max_steps", target, "--output_dir", str(tmp_path / "straight")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    a = load_file(tmp_path / "straight" / "final" / "adapter" / "adapter_model.safetensors")
+    b = load_file(run / "final" / "adapter" / "adapter_model.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)
+
+
+@pytest.fixture
+def mini_data(tmp_path):
+    for split, n in (("train", 24), ("test", 4)):
+        rows = load_gsm8k(split=split).examples[:n]
+        with (tmp_path / f"{split}.jsonl").open("w") as handle:
+            for e in rows:
+                handle.write(json.dumps({"question": e.question, "answer": f"{e.reasoning}\n#### {e.answer}"}) + "\n")
+    return tmp_path

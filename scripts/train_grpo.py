@@ -35,9 +35,9 @@ def print_before_after(summary: dict) -> None:
 
 
 def main(grpo_args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments) -> dict:
-    from pipeline.grpo.trainer import load_grpo_examples, train
+    from pipeline.grpo.trainer import preflight, train
 
-    examples, test_examples = load_grpo_examples(data_args)
+    examples, test_examples = preflight(grpo_args, model_args, data_args)  # fails before any weights load
     logger.info("GRPO on %d held-out train problems (disjoint from SFT's part)", len(examples))
     if grpo_args.backend == "trl":
         from pipeline.grpo.trl_backend import train_with_trl
@@ -53,11 +53,17 @@ def main(grpo_args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
 
 
 if __name__ == "__main__":
+    from pipeline.config import ConfigError
+    from pipeline.data import DataError
     from pipeline.grpo.trainer import TrainingStopped
+    from pipeline.models import ModelLoadError
 
     setup_logging()
     try:
         main(*parse_or_exit(CONFIG_TYPES, description=__doc__))
+    except (ConfigError, DataError, ModelLoadError) as bad_input:
+        print(f"error: {bad_input}", file=sys.stderr)
+        raise SystemExit(2) from None
     except TrainingStopped as stopped:
         print(f"error: {stopped}", file=sys.stderr)
         raise SystemExit(1) from None

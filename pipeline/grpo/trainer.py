@@ -482,6 +482,35 @@ def _loop(state: GRPOState, test_examples, progress, interrupt: GracefulInterrup
     return False
 
 
+def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments):
+    """Every check that needs no weights, before any load: rewards, model path and size, data.
+
+    Returns (GRPO examples, test examples). Raises ConfigError, DataError or ModelLoadError naming the
+    option or file:line.
+    """
+    from transformers import AutoConfig
+
+    from pipeline.config import ConfigError
+    from pipeline.models import is_adapter_folder, resolve_model_path
+
+    try:
+        _reward_functions(args, get_template(data_args.prompt_template))
+    except ValueError as exc:
+        raise ConfigError(f"option --reward_funcs: {exc}") from None
+    path = resolve_model_path(model_args)
+    if not is_adapter_folder(path) and Path(path).is_dir():
+        config = AutoConfig.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
+        limit = getattr(config, "max_position_embeddings", None)
+        needed = args.max_prompt_length + args.max_completion_length
+        if limit is not None and needed > limit:
+            raise ConfigError(f"option --max_completion_length: max_prompt_length + max_completion_length = {needed} "
+                              f"exceeds the model's {limit} positions; lower one of them")
+    examples, test = load_grpo_examples(data_args)
+    if not examples:
+        raise ConfigError("option --grpo_holdout_size: the GRPO stage has no problems; set it above 0")
+    return examples, test
+
+
 def load_grpo_examples(data_args: DataArguments) -> tuple[list[GSM8KExample], list[GSM8KExample]]:
     """The GRPO hold-out of GSM8K train (disjoint from SFT's part) and the test split."""
     from pipeline.sft import load_stage_examples

@@ -1,0 +1,73 @@
+"""Bad input to scripts/train_grpo.py: a one-line error naming the option or file:line, before any weights load."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = {"question": "What is 1+1?", "answer": "1+1=2\n#### 2"}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_model_dir_module):
+    root = tmp_path_factory.mktemp("bad-input")
+    (root / "ok").mkdir()
+    (root / "ok" / "train.jsonl").write_text("".join(json.dumps(GOOD) + "\n" for _ in range(8)))
+    (root / "ok" / "test.jsonl").write_text(json.dumps(GOOD) + "\n")
+    (root / "missing_field").mkdir()
+    (root / "missing_field" / "train.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps({"question": "q"}) + "\n")
+    (root / "empty").mkdir()
+    (root / "empty" / "train.jsonl").write_text("\n")
+    return root, tiny_model_dir_module
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir_module(tmp_path_factory, gsm8k_corpus):
+    from pipeline.tiny import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny"), gsm8k_corpus)
+
+
+CASES = [
+    # (extra CLI arguments, the one line expected on stderr; {root} and {model} are filled in)
+    (["--nonexistent_option", "1"], "error: unknown command-line argument(s): --nonexistent_option 1; see --help"),
+    (["--num_generations", "1"], "error: option --num_generations: must be >= 2: advantages compare samples within a group, got 1"),
+    (["--num_generations", "four"], "error: argument --num_generations/--num-generations: invalid int value: 'four'"),
+    (["--prompts_per_step", "0"], "error: option --prompts_per_step: must be >= 1, got 0"),
+    (["--micro_batch_size", "0"], "error: option --micro_batch_size: must be >= 1, got 0"),
+    (["--temperature", "0"], "error: option --temperature: must be > 0, got 0.0"),
+    (["--top_p", "1.5"], "error: option --top_p: must be in (0, 1], got 1.5"),
+    (["--beta", "-1"], "error: option --beta: must be >= 0, got -1.0"),
+    (["--loss_type", "ppo"], "error: argument --loss_type/--loss-type: invalid choice: 'ppo' (choose from 'grpo', 'bnpo', 'dr_grpo', 'dapo')"),
+    (["--reward_weights", "1", "2", "3"], "error: option --reward_weights: needs one weight per reward function (2)"),
+    (["--reward_funcs", "acuracy"], "error: option --reward_funcs: unknown reward 'acuracy'. Valid names: accuracy"),
+    (["--reward_funcs", "no_such_module:fn"], "error: option --reward_funcs: reward 'no_such_module:fn': cannot import module 'no_such_module'"),
+    (["--max_completion_length", "2000"], "error: option --max_completion_length: max_prompt_length + max_completion_length = 2512 exceeds the model's 1024 positions"),
+    (["--model_name_or_path", "/no/such/model"], "error: model path '/no/such/model' does not exist"),
+    (["--dataset_name", "{root}/missing_field", "--grpo_holdout_size", "1"], "error: {root}/missing_field/train.jsonl:2: missing field 'answer'"),
+    (["--dataset_name", "{root}/empty"], "error: {root}/empty (train): no usable rows"),
+    (["--dataset_name", "{root}/nope.jsonl"], "error: {root}/nope.jsonl: dataset file not found"),
+    (["--grpo_holdout_size", "100"], "error: grpo_holdout_size=100 must be between 0 and the 8 train problems"),
+    (["--grpo_holdout_size", "0"], "error: option --grpo_holdout_size: the GRPO stage has no problems"),
+    (["--train_split", "test"], "error: option --train_split: the test split is for evaluation only"),
+    (["--epsilon_low", "1.5"], "error: option --epsilon_low: must be in [0, 1), got 1.5"),
+    (["--config", "{root}/missing.yaml"], "error: --config {root}/missing.yaml: file not found"),
+]
+
+
+@pytest.mark.parametrize("extra, expected", CASES, ids=[" ".join(c[0])[:40] for c in CASES])
+def test_bad_input_fails_up_front_with_one_line(inputs, extra, expected):
+    root, model = inputs
+    base = ["--model_name_or_path", str(model), "--dataset_name", str(root / "ok"), "--grpo_holdout_size", "4",
+            "--output_dir", str(root / "run"), "--max_steps", "1"]
+    extra = [a.replace("{root}", str(root)) for a in extra]
+    result = subprocess.run([sys.executable, "scripts/train_grpo.py", *base, *extra], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert last.startswith(expected.replace("{root}", str(root))), last
+    assert "Loading weights" not in result.stderr and "Traceback" not in result.stderr
+    assert not (root / "run" / "checkpoints").exists()

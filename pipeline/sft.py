@@ -20,6 +20,7 @@ from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.data import GSM8KExample, PromptTemplate, get_template, split_train
 from pipeline.evaluate import evaluate_gsm8k, format_table, write_results
 from pipeline.models import add_lora, load_model, load_tokenizer
+from pipeline.runtime import GracefulInterrupt
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +94,19 @@ class _TokensPerSecond:
             self.last_time, self.last_tokens = now, total_tokens
 
 
-def make_trainer(model, tokenizer, dataset, training_args):
-    """TRL's SFTTrainer, logging training tokens per second beside loss and learning rate."""
+def make_trainer(model, tokenizer, dataset, training_args, interrupt: GracefulInterrupt | None = None):
+    """TRL's SFTTrainer, logging training tokens per second beside loss and learning rate.
+
+    With ``interrupt``, a SIGINT/SIGTERM makes it save a checkpoint and stop at the next step boundary.
+    """
+    from transformers import TrainerCallback
     from trl import SFTTrainer
+
+    class SaveAndStopOnSignal(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if interrupt is not None and interrupt.requested:
+                control.should_save = True
+                control.should_training_stop = True
 
     class PipelineSFTTrainer(SFTTrainer):
         _throughput = _TokensPerSecond()
@@ -104,7 +115,8 @@ def make_trainer(model, tokenizer, dataset, training_args):
             self._throughput.update(logs, getattr(self, "_total_train_tokens", 0))
             super().log(logs, start_time)
 
-    return PipelineSFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
+    return PipelineSFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer,
+                              callbacks=[SaveAndStopOnSignal()])
 
 
 def resolve_resume(resume: str | bool | None, output_dir: str) -> str | None:
@@ -156,6 +168,9 @@ def evaluate_on_test(model_args: ModelArguments, data_args: DataArguments, scrip
 
 def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArguments, data_args: DataArguments) -> dict[str, Any]:
     """Train, save the adapter, merge it, and (optionally) evaluate before and after. Returns the summary."""
+    from transformers import set_seed
+
+    set_seed(training_args.seed)  # before add_lora: the adapter's random init must be reproducible too
     out = Path(training_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     template = get_template(data_args.prompt_template)
@@ -170,10 +185,16 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArg
     model = load_model(model_args)
     if model_args.use_peft:
         model = add_lora(model, model_args)
-    trainer = make_trainer(model, tokenizer, build_sft_dataset(examples, template, data_args.system_prompt), training_args)
+    interrupt = GracefulInterrupt()
+    trainer = make_trainer(model, tokenizer, build_sft_dataset(examples, template, data_args.system_prompt),
+                           training_args, interrupt)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
-    result = trainer.train(resume_from_checkpoint=resume)
+    with interrupt:
+        result = trainer.train(resume_from_checkpoint=resume)
     summary["train"] = {**result.metrics, "global_step": trainer.state.global_step, "log_history": trainer.state.log_history}
+    if interrupt.requested:
+        summary["interrupted"] = interrupt.requested
+        return summary
 
     final_dir = out / (ADAPTER_DIR if model_args.use_peft else MERGED_DIR)
     trainer.save_model(str(final_dir))

@@ -11,6 +11,7 @@ when eval_limit > 0. `--resume_from_checkpoint latest` continues from the newest
 from __future__ import annotations
 
 import logging
+import sys
 
 from trl import SFTConfig
 
@@ -25,6 +26,10 @@ CONFIG_TYPES = [SFTScriptArguments, SFTConfig, ModelArguments, DataArguments]
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelArguments, data_args: DataArguments):
     summary = run_sft(script_args, training_args, model_args, data_args)
+    if summary.get("interrupted"):
+        print(f"Interrupted ({summary['interrupted']}): checkpoint of step {summary['train']['global_step']} saved in "
+              f"{training_args.output_dir}. Resume with: --resume_from_checkpoint latest", file=sys.stderr)
+        raise SystemExit(130)
     steps = summary["train"]["global_step"]
     logger.info("SFT done: %d steps; merged model in %s", steps, summary["output"]["merged"])
     if "before" in summary and "after" in summary:

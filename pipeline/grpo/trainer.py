@@ -56,6 +56,9 @@ class GRPOState:
     history: list[dict[str, float]] = field(default_factory=list)
     faults: RewardFaults = field(default_factory=RewardFaults)
     nonfinite_streak: int = 0
+    micro_batch_size: int = 0  # starts at args.micro_batch_size; halved after an out-of-memory error
+    generation_chunk: int = 0  # samples generated at once per prompt; halved after an out-of-memory error
+    updates_this_step: int = 0
 
     @property
     def policy(self):
@@ -109,6 +112,7 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     state = GRPOState(args, accelerator, model, tokenizer, optimizer, scheduler, ref_model, reward_funcs, template,
                       data_args.system_prompt, examples, eos_token_ids(accelerator.unwrap_model(model), tokenizer),
                       run_dir, model_args.use_peft)
+    state.micro_batch_size, state.generation_chunk = args.micro_batch_size, args.num_generations
     if args.resume_from_checkpoint:
         _resume(state)
     return state
@@ -164,17 +168,44 @@ def generate(state: GRPOState, batch: list[tuple[int, GSM8KExample]], ignore_eos
     groups = []
     for position, example in batch:
         text = render_prompt(state.tokenizer, state.template.messages(example.question, state.system_prompt))
-        groups.append(sample_group(
-            policy, state.tokenizer, text, num_generations=args.num_generations,
-            max_completion_length=args.max_completion_length, temperature=args.temperature, top_p=args.top_p,
-            eos_ids=state.eos_ids, seed=group_seed(args.seed, state.step, position), ignore_eos=ignore_eos,
-        ))
+        groups.append(_sample_with_retry(state, text, group_seed(args.seed, state.step, position), ignore_eos))
         if groups[-1][0].numel() > args.max_prompt_length:
             raise ValueError(f"{example.source}: prompt has {groups[-1][0].numel()} tokens, over "
                              f"max_prompt_length={args.max_prompt_length}; raise the option or drop the row")
     return collate_rollout(groups, pad_token_id=state.tokenizer.pad_token_id, eos_ids=state.eos_ids,
                            group_size=args.num_generations, mask_truncated_completions=args.mask_truncated_completions,
                            tokenizer=state.tokenizer)
+
+
+def _sample_with_retry(state: GRPOState, text: str, seed: int, ignore_eos: bool):
+    """One prompt's G samples, in chunks of state.generation_chunk; an out-of-memory error halves the chunk."""
+    args = state.args
+    while True:
+        try:
+            parts, prompt_ids = [], None
+            for index, start in enumerate(range(0, args.num_generations, state.generation_chunk)):
+                count = min(state.generation_chunk, args.num_generations - start)
+                chunk_seed = seed if state.generation_chunk == args.num_generations else seed * 31 + index
+                prompt_ids, completions = sample_group(
+                    state.policy, state.tokenizer, text, num_generations=count,
+                    max_completion_length=args.max_completion_length, temperature=args.temperature,
+                    top_p=args.top_p, eos_ids=state.eos_ids, seed=chunk_seed, ignore_eos=ignore_eos)
+                parts.append(completions)
+            width = max(p.size(1) for p in parts)
+            padded = [torch.nn.functional.pad(p, (0, width - p.size(1)), value=state.tokenizer.pad_token_id) for p in parts]
+            return prompt_ids, torch.cat(padded)
+        except torch.OutOfMemoryError:
+            if state.generation_chunk == 1:
+                raise
+            state.generation_chunk = max(1, state.generation_chunk // 2)
+            _free_memory()
+            logger.warning("out of memory while generating: retrying with %d samples at a time", state.generation_chunk)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def score(state: GRPOState, rollout: Rollout, batch: list[tuple[int, GSM8KExample]]) -> tuple[torch.Tensor, RewardBreakdown]:
@@ -224,7 +255,7 @@ def train_on_rollout(state: GRPOState, rollout: Rollout, advantages: torch.Tenso
     args, acc, model = state.args, state.accelerator, state.model
     input_ids, attention_mask = rollout.input_ids(), rollout.attention_mask()
     mask, T = rollout.completion_mask, rollout.completion_ids.size(1)
-    slices = _micro_batches(rollout.num_completions, args.micro_batch_size)
+    slices = _micro_batches(rollout.num_completions, state.micro_batch_size)
     tokens_total = acc.gather(mask.sum().reshape(1).to(acc.device)).sum().item()
     normalizer = LossNormalizer(len(slices), tokens_total / acc.num_processes, args.max_completion_length)
     sums: dict[str, float] = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "entropy": 0.0, "grad_norm": 0.0}
@@ -251,6 +282,7 @@ def train_on_rollout(state: GRPOState, rollout: Rollout, advantages: torch.Tenso
             sums["entropy"] += ((entropy * mask[rows]).sum() / mask[rows].sum().clamp(min=1)).item() * weight
         grad_norm = acc.clip_grad_norm_(model.parameters(), args.max_grad_norm if args.max_grad_norm > 0 else math.inf)
         if math.isfinite(float(grad_norm)) and math.isfinite(sums["loss"]):
+            state.updates_this_step += 1
             state.optimizer.step()
             state.scheduler.step()
         else:  # a NaN/inf loss or gradient: skip this update, keep the last good weights
@@ -308,7 +340,7 @@ def run_step(state: GRPOState) -> dict[str, float]:
     t2 = time.perf_counter()
     old, ref = reference_logps(state, rollout)
     t3 = time.perf_counter()
-    train = train_on_rollout(state, rollout, advantages.advantages, old, ref)
+    train = _train_with_retry(state, rollout, advantages.advantages, old, ref)
     t4 = time.perf_counter()
     timing = {"generate": t1 - t0, "score": t2 - t1, "reference": t3 - t2, "train": t4 - t3, "step": t4 - t0}
     metrics = step_metrics(state, rollout, rewards, breakdown, advantages, train, timing)
@@ -316,6 +348,25 @@ def run_step(state: GRPOState) -> dict[str, float]:
     if state.accelerator.is_main_process and state.step % state.args.logging_steps == 0:
         _write_samples(state, batch, rollout, rewards)
     return metrics
+
+
+def _train_with_retry(state: GRPOState, rollout: Rollout, advantages, old, ref) -> dict[str, float]:
+    """train_on_rollout; an out-of-memory error before any update of this step retries it with half the
+    micro-batch (the loss is normalised per generation batch, so the update is the same)."""
+    while True:
+        state.updates_this_step = 0
+        try:
+            train = train_on_rollout(state, rollout, advantages, old, ref)
+            train["micro_batch_size"] = float(state.micro_batch_size)
+            return train
+        except torch.OutOfMemoryError:
+            if state.micro_batch_size == 1 or state.updates_this_step or state.accelerator.num_processes > 1:
+                raise  # nothing smaller to try, or part of the step already applied, or peers mid-step
+            state.optimizer.zero_grad(set_to_none=True)
+            state.micro_batch_size = max(1, state.micro_batch_size // 2)
+            _free_memory()
+            logger.warning("out of memory in the training forward: retrying the step with micro_batch_size %d",
+                           state.micro_batch_size)
 
 
 # --- logging, evaluation, checkpoints, train -----------------------------------------------------------------------

@@ -167,3 +167,76 @@ def mini_data(tmp_path):
             for e in rows:
                 handle.write(json.dumps({"question": e.question, "answer": f"{e.reasoning}\n#### {e.answer}"}) + "\n")
     return tmp_path
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_update(tiny_model_dir, examples, tmp_path, monkeypatch):
+    """An OOM in the training forward (injected: CPU has none) retries the step with half the micro-batch;
+    the loss is normalised per generation batch, so the weights match a run that never ran out of memory."""
+    import pipeline.grpo.trainer as trainer
+
+    real = trainer.completion_logps
+
+    def limited_memory(model, input_ids, *a, **kw):
+        if torch.is_grad_enabled() and input_ids.size(0) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(model, input_ids, *a, **kw)
+
+    train(args(tmp_path / "reference", max_steps=2, micro_batch_size=2), lora(tiny_model_dir), DataArguments(), examples)
+    monkeypatch.setattr(trainer, "completion_logps", limited_memory)
+    summary = train(args(tmp_path / "oom", max_steps=2, micro_batch_size=8), lora(tiny_model_dir), DataArguments(),
+                    examples)
+    assert [h["micro_batch_size"] for h in summary["history"]] == [2.0, 2.0]
+    a = load_file(tmp_path / "reference" / "final" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "oom" / "final" / "adapter" / "adapter_model.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
+
+
+def test_out_of_memory_while_generating_halves_the_samples_per_call(tiny_model_dir, examples, tmp_path, monkeypatch, caplog):
+    import pipeline.grpo.trainer as trainer
+
+    real = trainer.sample_group
+
+    def limited_memory(*a, num_generations, **kw):
+        if num_generations > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(*a, num_generations=num_generations, **kw)
+
+    monkeypatch.setattr(trainer, "sample_group", limited_memory)
+    summary = train(args(tmp_path, max_steps=1), lora(tiny_model_dir), DataArguments(), examples)
+    assert summary["steps"] == 1
+    assert "out of memory while generating: retrying with 1 samples at a time" in caplog.text
+
+
+@pytest.mark.parametrize("phase", ["generate", "train"])
+def test_a_signal_in_each_phase_finishes_the_step_then_checkpoints(tiny_model_dir, examples, tmp_path, monkeypatch, phase):
+    """SIGINT delivered to this (real) process while step 2 is generating, or while it is in the training
+    forward: the step completes, is checkpointed, and resuming reaches the unbroken run's weights."""
+    import pipeline.grpo.trainer as trainer
+
+    target = "sample_group" if phase == "generate" else "completion_logps"
+    real = getattr(trainer, target)
+    sent = {"done": False}
+
+    def send_sigint_once(*a, **kw):
+        in_phase = phase == "generate" or torch.is_grad_enabled()
+        metrics = tmp_path / "run" / "metrics.jsonl"
+        step_one_done = metrics.is_file() and len(metrics.read_text().splitlines()) == 1
+        if in_phase and not sent["done"] and step_one_done:
+            sent["done"] = True
+            os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag: this call carries on
+        return real(*a, **kw)
+
+    monkeypatch.setattr(trainer, target, send_sigint_once)
+    summary = train(args(tmp_path / "run", max_steps=4), lora(tiny_model_dir), DataArguments(), examples)
+    assert sent["done"] and summary["interrupted"] and summary["steps"] == 2
+    assert find_checkpoint(tmp_path / "run", "latest").name == "step-0000002"
+
+    monkeypatch.setattr(trainer, target, real)
+    train(args(tmp_path / "run", max_steps=4, resume_from_checkpoint="latest"), lora(tiny_model_dir), DataArguments(),
+          examples)
+    train(args(tmp_path / "straight", max_steps=4), lora(tiny_model_dir), DataArguments(), examples)
+    a = load_file(tmp_path / "straight" / "final" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "run" / "final" / "adapter" / "adapter_model.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)

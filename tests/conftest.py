@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipeline.arguments import ModelArguments
@@ -20,6 +22,18 @@ def gsm8k_corpus() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, gsm8k_corpus):
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), gsm8k_corpus)
+
+
+@pytest.fixture(scope="session")
+def mini_gsm8k(tmp_path_factory):
+    """A folder with train.jsonl (24 problems) and test.jsonl (4) in GSM8K's format."""
+    folder = tmp_path_factory.mktemp("mini-gsm8k")
+    for split, n in (("train", 24), ("test", 4)):
+        rows = load_gsm8k(split=split).examples[:n]
+        with (folder / f"{split}.jsonl").open("w") as handle:
+            for e in rows:
+                handle.write(json.dumps({"question": e.question, "answer": f"{e.reasoning}\n#### {e.answer}"}) + "\n")
+    return folder
 
 
 @pytest.fixture

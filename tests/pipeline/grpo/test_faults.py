@@ -123,11 +123,11 @@ def test_only_the_newest_k_checkpoints_are_kept(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigint_saves_at_a_step_boundary_and_resume_matches_an_unbroken_run(tiny_model_dir, mini_data, tmp_path):
+def test_sigint_saves_at_a_step_boundary_and_resume_matches_an_unbroken_run(tiny_model_dir, mini_gsm8k, tmp_path):
     """A real process gets SIGINT mid-run; it checkpoints, says how to resume, and the resumed run
     reaches the same weights as a run that was never interrupted."""
     command = [sys.executable, "scripts/train_grpo.py", "--model_name_or_path", str(tiny_model_dir), "--use_peft", "true",
-               "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0", "--dataset_name", str(mini_data),
+               "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0", "--dataset_name", str(mini_gsm8k),
                "--grpo_holdout_size", "12", "--prompts_per_step", "2", "--num_generations", "4",
                "--micro_batch_size", "4", "--max_completion_length", "8", "--reward_funcs", REWARD,
                "--beta", "0.04", "--learning_rate", "5e-3", "--save_steps", "0", "--seed", "3"]
@@ -157,16 +157,6 @@ def test_sigint_saves_at_a_step_boundary_and_resume_matches_an_unbroken_run(tiny
     b = load_file(run / "final" / "adapter" / "adapter_model.safetensors")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)
-
-
-@pytest.fixture
-def mini_data(tmp_path):
-    for split, n in (("train", 24), ("test", 4)):
-        rows = load_gsm8k(split=split).examples[:n]
-        with (tmp_path / f"{split}.jsonl").open("w") as handle:
-            for e in rows:
-                handle.write(json.dumps({"question": e.question, "answer": f"{e.reasoning}\n#### {e.answer}"}) + "\n")
-    return tmp_path
 
 
 def test_out_of_memory_halves_the_micro_batch_and_keeps_the_update(tiny_model_dir, examples, tmp_path, monkeypatch):

@@ -23,20 +23,6 @@ def plugin_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))
 
 
-@pytest.fixture(scope="module")
-def mini_gsm8k(tmp_path_factory):
-    """A folder with train.jsonl (24 problems) and test.jsonl (4) in GSM8K's format."""
-    from pipeline.data import load_gsm8k
-
-    folder = tmp_path_factory.mktemp("mini-gsm8k")
-    for split, n in (("train", 24), ("test", 4)):
-        rows = load_gsm8k(split=split).examples[:n]
-        with (folder / f"{split}.jsonl").open("w") as handle:
-            for e in rows:
-                handle.write(json.dumps({"question": e.question, "answer": f"{e.reasoning}\n#### {e.answer}"}) + "\n")
-    return folder
-
-
 def grpo_args(output_dir, **overrides):
     values = dict(output_dir=str(output_dir), max_steps=4, prompts_per_step=2, num_generations=4, micro_batch_size=4,
                   max_completion_length=8, reward_funcs=[REWARD, "accuracy"],

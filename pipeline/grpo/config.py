@@ -30,6 +30,7 @@ class GRPOArguments(ValidatedConfig):
     max_prompt_length: int = field_with_help(512, "Prompts longer than this many tokens are an error.")
     max_completion_length: int = field_with_help(256, "Generation cap L, in tokens.")
     mask_truncated_completions: bool = field_with_help(False, "Leave completions without EOS out of the loss.")
+    ignore_eos: bool = field_with_help(False, "Benchmark mode: always generate max_completion_length tokens (EOS suppressed).")
     # --- rewards ---
     reward_funcs: list[str] = field_with_help(
         ["accuracy", "format"], "Reward names: built-ins, 'module:function' paths, or entry-point plug-ins."

@@ -333,7 +333,7 @@ def run_step(state: GRPOState) -> dict[str, float]:
     torch.manual_seed(group_seed(state.args.seed, state.step, 10**9 + state.accelerator.process_index))  # dropout
     batch = local_prompts(state, state.step)
     t0 = time.perf_counter()
-    rollout = generate(state, batch)
+    rollout = generate(state, batch, ignore_eos=state.args.ignore_eos)
     t1 = time.perf_counter()
     rewards, breakdown = score(state, rollout, batch)
     advantages = group_advantages(rewards, rollout.group_size, state.args.scale_rewards)

@@ -39,11 +39,13 @@ def trl_config(args: GRPOArguments, num_processes: int = 1):
         gradient_checkpointing=False, logging_steps=args.logging_steps, save_steps=args.save_steps or args.max_steps,
         save_total_limit=args.save_total_limit, report_to=[] if args.report_to == "none" else [args.report_to],
         disable_tqdm=False,
+        # Benchmark mode: EOS suppressed so both backends generate exactly the same number of tokens.
+        generation_kwargs={"min_new_tokens": args.max_completion_length} if args.ignore_eos else None,
     )
 
 
 def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments,
-                   examples: list[GSM8KExample]) -> dict[str, Any]:
+                   examples: list[GSM8KExample], callbacks: list | None = None) -> dict[str, Any]:
     """Train through TRL's GRPOTrainer; returns its log history in our metric names."""
     from datasets import Dataset
     from trl import GRPOTrainer
@@ -60,7 +62,7 @@ def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: D
     if model_args.use_peft:
         model = add_lora(model, model_args)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=trl_config(args), train_dataset=dataset,
-                          processing_class=tokenizer)
+                          processing_class=tokenizer, callbacks=callbacks)
     if args.resume_from_checkpoint:
         trainer.train(resume_from_checkpoint=True if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint)
     else:

@@ -1,0 +1,145 @@
+"""Our GRPO loop against TRL's GRPOTrainer on identical work: same model, data, G, prompts, LoRA, and
+a fixed number of generated tokens (EOS suppressed). Each backend runs in its own process, so its
+peak memory is its own."""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.arguments import DataArguments, ModelArguments
+from pipeline.grpo.config import GRPOArguments
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    model: str  # "tiny" (a random 2-layer Llama built on the fly) or a model_name_or_path
+    prompts: int
+    num_generations: int
+    new_tokens: int
+    micro_batch_size: int
+    mixed_precision: str = "no"
+
+
+PROFILES = {
+    "toy": Profile("toy", "tiny", 1, 2, 4, 2),
+    "cpu-tiny": Profile("cpu-tiny", "tiny", 2, 4, 32, 8),
+    "cpu-smollm2": Profile("cpu-smollm2", "embedded:SmolLM2-135M-Instruct", 2, 4, 64, 8),
+    "gpu-smollm2": Profile("gpu-smollm2", "embedded:SmolLM2-135M-Instruct", 32, 8, 256, 64, "bf16"),
+}
+
+
+def _model_path(profile: Profile, work: Path) -> str:
+    if profile.model != "tiny":
+        return profile.model
+    from pipeline.data import load_gsm8k
+    from pipeline.tiny import build_tiny_llama
+
+    corpus = [f"{e.question} {e.reasoning} {e.answer}" for e in load_gsm8k(split="train").examples[:300]]
+    return str(build_tiny_llama(work / "tiny-llama", corpus))
+
+
+def _grpo_args(profile: Profile, steps: int, output_dir: Path) -> GRPOArguments:
+    return GRPOArguments(
+        output_dir=str(output_dir), max_steps=steps, prompts_per_step=profile.prompts,
+        num_generations=profile.num_generations, micro_batch_size=profile.micro_batch_size,
+        max_completion_length=profile.new_tokens, max_prompt_length=4096, ignore_eos=True,
+        reward_funcs=["accuracy", "format_soft"], beta=0.04, loss_type="dapo", learning_rate=1e-5,
+        mixed_precision=profile.mixed_precision, save_steps=0, logging_steps=1, seed=0,
+    )
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def run_worker(profile_name: str, backend: str, steps: int, warmup: int) -> dict:
+    """Time ``warmup + steps`` steps of one backend in this process; returns its measurements."""
+    from pipeline.grpo.trainer import load_grpo_examples, run_step, setup
+
+    profile = PROFILES[profile_name]
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{backend}-"))
+    model_args = ModelArguments(model_name_or_path=_model_path(profile, work), use_peft=True, lora_r=16,
+                                lora_alpha=32, lora_dropout=0.0)
+    data_args = DataArguments()
+    examples, _ = load_grpo_examples(data_args)
+    args = _grpo_args(profile, warmup + steps, work / "run")
+    step_times, splits = [], []
+    if backend == "ours":
+        state = setup(args, model_args, data_args, examples)
+        for index in range(warmup + steps):
+            metrics = run_step(state)
+            if index >= warmup:
+                step_times.append(metrics["time/step"])
+                splits.append({k: metrics[f"time/{k}"] for k in ("generate", "score", "reference", "train")})
+    else:
+        from transformers import TrainerCallback
+
+        from pipeline.grpo.trl_backend import train_with_trl
+
+        class Timer(TrainerCallback):
+            def on_step_begin(self, *a, **kw):
+                self.started = time.perf_counter()
+
+            def on_step_end(self, *a, **kw):
+                step_times.append(time.perf_counter() - self.started)
+
+        train_with_trl(args, model_args, data_args, examples, callbacks=[Timer()])
+        step_times = step_times[warmup:]
+    completions = profile.prompts * profile.num_generations
+    result = {"backend": backend, "profile": asdict(profile), "step_times": step_times,
+              "generated_tokens_per_step": completions * profile.new_tokens, "peak_memory_mb": _peak_memory_mb(),
+              "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    if splits:
+        result["split"] = {k: statistics.median(s[k] for s in splits) for k in splits[0]}
+    return result
+
+
+def summarize(results: list[dict]) -> dict:
+    """Per backend: median/min/max step time, tokens/s, peak memory; and ours/TRL speed."""
+    table = {}
+    for backend in ("ours", "trl"):
+        runs = [r for r in results if r["backend"] == backend]
+        times = [t for r in runs for t in r["step_times"]]
+        median = statistics.median(times)
+        table[backend] = {
+            "steps_timed": len(times), "median_s": median, "min_s": min(times), "max_s": max(times),
+            "generated_tokens_per_s": runs[0]["generated_tokens_per_step"] / median,
+            "peak_memory_mb": max(r["peak_memory_mb"] for r in runs),
+        }
+        if "split" in runs[0]:
+            table[backend]["split_s"] = {k: statistics.median(r["split"][k] for r in runs) for k in runs[0]["split"]}
+    table["speedup_ours_over_trl"] = table["trl"]["median_s"] / table["ours"]["median_s"]
+    return table
+
+
+def markdown(profile: str, table: dict, command: str) -> str:
+    lines = [f"### Profile `{profile}`", "", f"`{command}`", "",
+             "| backend | steps timed | step s (median / min / max) | generated tok/s | peak memory MB | split (generate / score / reference / train) s |",
+             "|---|---|---|---|---|---|"]
+    for backend in ("ours", "trl"):
+        row = table[backend]
+        split = row.get("split_s")
+        split_text = " / ".join(f"{split[k]:.2f}" for k in ("generate", "score", "reference", "train")) if split else "n/a"
+        lines.append(f"| {backend} | {row['steps_timed']} | {row['median_s']:.2f} / {row['min_s']:.2f} / {row['max_s']:.2f} "
+                     f"| {row['generated_tokens_per_s']:.1f} | {row['peak_memory_mb']:.0f} | {split_text} |")
+    lines += ["", f"Ours / TRL steps per second: **{table['speedup_ours_over_trl']:.2f}x**", ""]
+    return "\n".join(lines)
+
+
+def save(out_dir: Path, profile: str, results: list[dict], table: dict, command: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"benchmark_{profile}.json").write_text(json.dumps({"results": results, "summary": table}, indent=2))
+    path = out_dir / f"benchmark_{profile}.md"
+    path.write_text(markdown(profile, table, command))
+    return path

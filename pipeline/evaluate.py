@@ -120,6 +120,15 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_comparison(title: str, rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """A table of greedy pass@1 (strict, flexible) and the marked-answer rate for several summaries."""
+    lines = [title, f"{'':<11} {'strict':>8} {'flexible':>9} {'marked answer rate':>19}"]
+    for name, summary in rows:
+        scores = summary["metrics"]["pass@1 (greedy)"]
+        lines.append(f"{name:<11} {scores['strict']:>8.3f} {scores['flexible']:>9.3f} {summary['marked_answer_rate']:>19.3f}")
+    return "\n".join(lines)
+
+
 def _batches(items: Sequence[Any], size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -9,6 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline.evaluate import format_comparison
+
 
 def rows(sft_dir: Path, grpo_dir: Path) -> list[tuple[str, dict]]:
     sft = json.loads((sft_dir / "sft_summary.json").read_text())
@@ -18,13 +20,7 @@ def rows(sft_dir: Path, grpo_dir: Path) -> list[tuple[str, dict]]:
 
 
 def format_report(table: list[tuple[str, dict]]) -> str:
-    n = table[-1][1]["num_problems"]
-    lines = [f"GSM8K test pass@1 (greedy), first {n} problems",
-             f"{'':<11} {'strict':>8} {'flexible':>9} {'marked answer rate':>19}"]
-    for name, result in table:
-        scores = result["metrics"]["pass@1 (greedy)"]
-        lines.append(f"{name:<11} {scores['strict']:>8.3f} {scores['flexible']:>9.3f} {result['marked_answer_rate']:>19.3f}")
-    return "\n".join(lines)
+    return format_comparison(f"GSM8K test pass@1 (greedy), first {table[-1][1]['num_problems']} problems", table)
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -24,14 +24,12 @@ CONFIG_TYPES = [GRPOArguments, ModelArguments, DataArguments]
 
 
 def print_before_after(summary: dict) -> None:
+    from pipeline.evaluate import format_comparison
+
     before, after = summary.get("eval_before"), summary.get("eval_after")
-    if not (before and after):
-        return
-    print(f"\nGRPO, {summary['steps']} steps · GSM8K test pass@1 (greedy), {after['num_problems']} problems")
-    print(f"{'':<8} {'strict':>8} {'flexible':>9} {'marked answer rate':>19}")
-    for name, result in (("before", before), ("after", after)):
-        scores = result["metrics"]["pass@1 (greedy)"]
-        print(f"{name:<8} {scores['strict']:>8.3f} {scores['flexible']:>9.3f} {result['marked_answer_rate']:>19.3f}")
+    if before and after:
+        title = f"\nGRPO, {summary['steps']} steps · GSM8K test pass@1 (greedy), {after['num_problems']} problems"
+        print(format_comparison(title, [("before", before), ("after", after)]))
 
 
 def main(grpo_args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments) -> dict:

@@ -17,6 +17,7 @@ from trl import SFTConfig
 
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import parse_or_exit
+from pipeline.evaluate import format_comparison
 from pipeline.runtime import setup_logging
 from pipeline.sft import SFTScriptArguments, run_sft
 
@@ -33,13 +34,9 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     steps = summary["train"]["global_step"]
     logger.info("SFT done: %d steps; merged model in %s", steps, summary["output"]["merged"])
     if "before" in summary and "after" in summary:
-        print(f"\nSFT on {summary['train_examples']} problems, {steps} steps · GSM8K test pass@1 (greedy), "
-              f"{summary['after']['num_problems']} problems")
-        print(f"{'':<8} {'strict':>8} {'flexible':>9} {'marked answer rate':>19}")
-        for name in ("before", "after"):
-            scores = summary[name]["metrics"]["pass@1 (greedy)"]
-            rate = summary[name]["marked_answer_rate"]
-            print(f"{name:<8} {scores['strict']:>8.3f} {scores['flexible']:>9.3f} {rate:>19.3f}")
+        title = (f"\nSFT on {summary['train_examples']} problems, {steps} steps · GSM8K test pass@1 (greedy), "
+                 f"{summary['after']['num_problems']} problems")
+        print(format_comparison(title, [("before", summary["before"]), ("after", summary["after"])]))
     return summary
 
 

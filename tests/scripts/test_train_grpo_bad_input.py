@@ -12,7 +12,7 @@ GOOD = {"question": "What is 1+1?", "answer": "1+1=2\n#### 2"}
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, tiny_model_dir_module):
+def inputs(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("bad-input")
     (root / "ok").mkdir()
     (root / "ok" / "train.jsonl").write_text("".join(json.dumps(GOOD) + "\n" for _ in range(8)))
@@ -21,14 +21,7 @@ def inputs(tmp_path_factory, tiny_model_dir_module):
     (root / "missing_field" / "train.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps({"question": "q"}) + "\n")
     (root / "empty").mkdir()
     (root / "empty" / "train.jsonl").write_text("\n")
-    return root, tiny_model_dir_module
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir_module(tmp_path_factory, gsm8k_corpus):
-    from pipeline.tiny import build_tiny_llama
-
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny"), gsm8k_corpus)
+    return root, tiny_model_dir
 
 
 CASES = [

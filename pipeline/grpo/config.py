@@ -31,6 +31,8 @@ class GRPOArguments(ValidatedConfig):
     max_completion_length: int = field_with_help(256, "Generation cap L, in tokens.")
     mask_truncated_completions: bool = field_with_help(False, "Leave completions without EOS out of the loss.")
     ignore_eos: bool = field_with_help(False, "Benchmark mode: always generate max_completion_length tokens (EOS suppressed).")
+    merge_adapter_for_generation: bool = field_with_help(
+        True, "Decode with LoRA merged into a copy of the adapted weights (faster; costs that copy's memory).")
     # --- rewards ---
     reward_funcs: list[str] = field_with_help(
         ["accuracy", "format"], "Reward names: built-ins, 'module:function' paths, or entry-point plug-ins."

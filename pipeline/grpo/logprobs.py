@@ -31,6 +31,27 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_length: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Drop the columns that are padding in every row: the prompts' shared left padding and the
+    completion positions after every row has ended. The kept tokens' log-probs do not change (padding
+    is masked out of attention, and rotary positions are relative), but the model sees fewer tokens.
+
+    input_ids, attention_mask: [B, P + T] left-padded prompt then right-padded completion.
+    Returns the trimmed [B, P' + T'] pair and T'.
+
+    >>> ids = torch.tensor([[0, 0, 5, 6, 7, 0], [0, 4, 5, 6, 0, 0]])  # P = 3, T = 3, pad 0
+    >>> trimmed, mask, kept = trim_padding(ids, (ids != 0).long(), 3)
+    >>> trimmed.tolist(), kept
+    ([[0, 5, 6, 7], [4, 5, 6, 0]], 2)
+    """
+    prompt_width = input_ids.size(1) - completion_length
+    first = int(attention_mask[:, :prompt_width].any(dim=0).int().argmax())  # first column any prompt uses
+    kept = max(1, int(attention_mask[:, prompt_width:].sum(dim=1).max()))  # completion masks are prefixes
+    end = prompt_width + kept
+    return input_ids[:, first:end], attention_mask[:, first:end], kept
+
+
 def completion_logps(
     model,
     input_ids: torch.Tensor,
@@ -45,19 +66,20 @@ def completion_logps(
 
     input_ids, attention_mask: [B, P + T] prompt then completion; returns [B, T] (and [B, T]).
     Logits are divided by the sampling temperature, as the sampler's distribution was.
-    ``chunk_size`` rows go through the model at a time (``None``: all at once).
+    ``chunk_size`` rows go through the model at a time (``None``: all at once), each chunk trimmed of
+    its all-padding columns (see ``trim_padding``); trimmed positions get log-prob and entropy 0.
     """
     chunk_size = chunk_size or input_ids.size(0)
     all_logps, all_entropy = [], []
     for start in range(0, input_ids.size(0), chunk_size):
-        ids = input_ids[start : start + chunk_size]  # [b, P + T]
-        logits = model(
-            input_ids=ids, attention_mask=attention_mask[start : start + chunk_size], logits_to_keep=completion_length + 1
-        ).logits  # [b, T + 1, V]
-        logits = logits[:, :-1, :] / temperature  # [b, T, V]: position t predicts completion token t
-        targets = ids[:, -completion_length:]  # [b, T]
-        all_logps.append(selective_log_softmax(logits, targets))
+        ids, mask, kept = trim_padding(input_ids[start : start + chunk_size],
+                                       attention_mask[start : start + chunk_size], completion_length)  # [b, P' + T']
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=kept + 1).logits  # [b, T' + 1, V]
+        logits = logits[:, :-1, :] / temperature  # [b, T', V]: position t predicts completion token t
+        targets = ids[:, -kept:]  # [b, T']
+        pad = (0, completion_length - kept)
+        all_logps.append(torch.nn.functional.pad(selective_log_softmax(logits, targets), pad))  # [b, T]
         if with_entropy:
             with torch.no_grad():
-                all_entropy.append(entropy_from_logits(logits.detach()))
+                all_entropy.append(torch.nn.functional.pad(entropy_from_logits(logits.detach()), pad))
     return torch.cat(all_logps), (torch.cat(all_entropy) if with_entropy else None)

@@ -55,39 +55,6 @@ def group_seed(seed: int, step: int, prompt_index: int) -> int:
     return (seed * 1_000_003 + step * 10_007 + prompt_index) % (2**63 - 1)
 
 
-@torch.no_grad()
-def sample_group(
-    model,
-    tokenizer,
-    prompt_text: str,
-    *,
-    num_generations: int,
-    max_completion_length: int,
-    temperature: float,
-    top_p: float,
-    eos_ids: set[int],
-    seed: int,
-    ignore_eos: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """G completions of one prompt: the prompt is encoded and prefilled once, then sampled G times.
-
-    Returns (prompt_ids [P], completion_ids [G, T']) with T' <= max_completion_length.
-    """
-    from transformers import GenerationConfig
-
-    prompt_ids = tokenizer(prompt_text, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
-    config = GenerationConfig(
-        do_sample=True, temperature=temperature, top_p=top_p, top_k=None, max_new_tokens=max_completion_length,
-        num_return_sequences=num_generations, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=sorted(eos_ids),
-        # Benchmark mode: EOS is suppressed so every backend generates exactly the same number of tokens.
-        min_new_tokens=max_completion_length if ignore_eos else None,
-    )
-    torch.manual_seed(seed)
-    output = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids), generation_config=config)
-    return prompt_ids[0], output[:, prompt_ids.size(1) :]  # [P], [G, T']
-
-
 def collate_rollout(
     groups: list[tuple[torch.Tensor, torch.Tensor]],
     *,

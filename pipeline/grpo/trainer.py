@@ -9,7 +9,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,9 @@ from pipeline.grpo.advantages import group_advantages
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.logprobs import completion_logps
 from pipeline.grpo.loss import LossNormalizer, grpo_loss
-from pipeline.grpo.rollout import Rollout, collate_rollout, group_seed, sample_group
-from pipeline.models import add_lora, load_model, load_tokenizer
+from pipeline.grpo.rollout import Rollout, collate_rollout, group_seed
+from pipeline.grpo.sampling import SamplingParams, sample_groups
+from pipeline.models import MergedAdapterView, add_lora, load_model, load_tokenizer
 from pipeline.runtime import GracefulInterrupt
 from rewards import RewardBreakdown, combine_rewards, load_reward
 from rewards.guard import RewardFaults
@@ -57,7 +58,8 @@ class GRPOState:
     faults: RewardFaults = field(default_factory=RewardFaults)
     nonfinite_streak: int = 0
     micro_batch_size: int = 0  # starts at args.micro_batch_size; halved after an out-of-memory error
-    generation_chunk: int = 0  # samples generated at once per prompt; halved after an out-of-memory error
+    generation_batch: int = 0  # completions decoded at once; halved after an out-of-memory error
+    merged_view: MergedAdapterView | None = None  # LoRA merged into a weight copy for decoding
     updates_this_step: int = 0
 
     @property
@@ -112,7 +114,12 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     state = GRPOState(args, accelerator, model, tokenizer, optimizer, scheduler, ref_model, reward_funcs, template,
                       data_args.system_prompt, examples, eos_token_ids(accelerator.unwrap_model(model), tokenizer),
                       run_dir, model_args.use_peft)
-    state.micro_batch_size, state.generation_chunk = args.micro_batch_size, args.num_generations
+    state.micro_batch_size = args.micro_batch_size
+    state.generation_batch = args.prompts_per_step // accelerator.num_processes * args.num_generations
+    if model_args.use_peft and args.merge_adapter_for_generation:
+        state.merged_view = MergedAdapterView(state.policy)
+        if not state.merged_view.supported:
+            logger.info("4-bit base weights: sampling through the LoRA adapters (no merged copy)")
     if args.resume_from_checkpoint:
         _resume(state)
     return state
@@ -163,43 +170,64 @@ def local_prompts(state: GRPOState, step: int) -> list[tuple[int, GSM8KExample]]
 
 def generate(state: GRPOState, batch: list[tuple[int, GSM8KExample]], ignore_eos: bool = False) -> Rollout:
     """G completions for each of this process's prompts, each group seeded by (seed, step, prompt)."""
-    args, policy = state.args, state.policy
-    policy.eval()
-    groups = []
-    for position, example in batch:
-        text = render_prompt(state.tokenizer, state.template.messages(example.question, state.system_prompt))
-        groups.append(_sample_with_retry(state, text, group_seed(args.seed, state.step, position), ignore_eos))
-        if groups[-1][0].numel() > args.max_prompt_length:
-            raise ValueError(f"{example.source}: prompt has {groups[-1][0].numel()} tokens, over "
+    args, tokenizer = state.args, state.tokenizer
+    prompts = []
+    for _, example in batch:
+        text = render_prompt(tokenizer, state.template.messages(example.question, state.system_prompt))
+        prompts.append(tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0])
+        if prompts[-1].numel() > args.max_prompt_length:
+            raise ValueError(f"{example.source}: prompt has {prompts[-1].numel()} tokens, over "
                              f"max_prompt_length={args.max_prompt_length}; raise the option or drop the row")
-    return collate_rollout(groups, pad_token_id=state.tokenizer.pad_token_id, eos_ids=state.eos_ids,
-                           group_size=args.num_generations, mask_truncated_completions=args.mask_truncated_completions,
-                           tokenizer=state.tokenizer)
+    seeds = [group_seed(args.seed, state.step, position) for position, _ in batch]
+    params = SamplingParams(args.num_generations, args.max_completion_length, args.temperature, args.top_p,
+                            tuple(sorted(state.eos_ids)), tokenizer.pad_token_id, ignore_eos)
+    state.policy.eval()
+    with _sampling_model(state) as model:
+        completions = _sample_with_retry(state, model, prompts, seeds, params)  # [P * G, T]
+    G = args.num_generations
+    groups = [(prompt, completions[i * G : (i + 1) * G]) for i, prompt in enumerate(prompts)]
+    return collate_rollout(groups, pad_token_id=tokenizer.pad_token_id, eos_ids=state.eos_ids, group_size=G,
+                           mask_truncated_completions=args.mask_truncated_completions, tokenizer=tokenizer)
 
 
-def _sample_with_retry(state: GRPOState, text: str, seed: int, ignore_eos: bool):
-    """One prompt's G samples, in chunks of state.generation_chunk; an out-of-memory error halves the chunk."""
-    args = state.args
+def _sampling_model(state: GRPOState):
+    """The policy to decode with: LoRA merged into a weight copy when allowed, else the policy itself."""
+    view = state.merged_view
+    if view is not None and view.supported:
+        return view()
+    return contextlib.nullcontext(state.policy)
+
+
+def _sample_with_retry(state: GRPOState, model, prompts: list[torch.Tensor], seeds: list[int],
+                       params: SamplingParams) -> torch.Tensor:
+    """All groups' samples, ``state.generation_batch`` rows at a time; an out-of-memory error halves that.
+
+    Whole groups per call give the same samples as one call (each group has its own generator); below G
+    rows a group is split into calls with derived seeds, so its samples differ from an unsplit run.
+    """
+    G = params.num_generations
     while True:
         try:
-            parts, prompt_ids = [], None
-            for index, start in enumerate(range(0, args.num_generations, state.generation_chunk)):
-                count = min(state.generation_chunk, args.num_generations - start)
-                chunk_seed = seed if state.generation_chunk == args.num_generations else seed * 31 + index
-                prompt_ids, completions = sample_group(
-                    state.policy, state.tokenizer, text, num_generations=count,
-                    max_completion_length=args.max_completion_length, temperature=args.temperature,
-                    top_p=args.top_p, eos_ids=state.eos_ids, seed=chunk_seed, ignore_eos=ignore_eos)
-                parts.append(completions)
+            if state.generation_batch >= G:
+                per_call = state.generation_batch // G
+                parts = [sample_groups(model, prompts[i : i + per_call], seeds[i : i + per_call], params)
+                         for i in range(0, len(prompts), per_call)]
+            else:
+                parts = []
+                for prompt, seed in zip(prompts, seeds):
+                    for index, start in enumerate(range(0, G, state.generation_batch)):
+                        count = min(state.generation_batch, G - start)
+                        parts.append(sample_groups(model, [prompt], [seed * 31 + index],
+                                                   replace(params, num_generations=count)))
             width = max(p.size(1) for p in parts)
-            padded = [torch.nn.functional.pad(p, (0, width - p.size(1)), value=state.tokenizer.pad_token_id) for p in parts]
-            return prompt_ids, torch.cat(padded)
+            return torch.cat([torch.nn.functional.pad(p, (0, width - p.size(1)), value=params.pad_token_id)
+                              for p in parts])
         except torch.OutOfMemoryError:
-            if state.generation_chunk == 1:
+            if state.generation_batch == 1:
                 raise
-            state.generation_chunk = max(1, state.generation_chunk // 2)
+            state.generation_batch = max(1, state.generation_batch // 2)
             _free_memory()
-            logger.warning("out of memory while generating: retrying with %d samples at a time", state.generation_chunk)
+            logger.warning("out of memory while generating: retrying with %d samples at a time", state.generation_batch)
 
 
 def _free_memory() -> None:

@@ -5,6 +5,7 @@ import torch
 
 from pipeline.arguments import ModelArguments
 from pipeline.models import (
+    MergedAdapterView,
     ModelLoadError,
     add_lora,
     convert_gguf_to_folder,
@@ -83,6 +84,40 @@ def test_add_lora_trains_only_adapters(tiny_model_args):
     model = add_lora(load_model(tiny_model_args), ModelArguments(use_peft=True, lora_r=4, lora_target_modules=["q_proj"]))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_merged_adapter_view_gives_the_adapted_logits_and_puts_the_weights_back(tiny_model_args):
+    model = add_lora(load_model(tiny_model_args), ModelArguments(use_peft=True, lora_r=4)).eval()
+    with torch.no_grad():  # a fresh adapter is a no-op (B = 0); give it a real delta
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    view = MergedAdapterView(model)
+    base_weights = [m.get_base_layer().weight for m in view.layers]
+    before = [w.detach().clone() for w in base_weights]
+    adapted = logits(model, IDS)
+    with model.disable_adapter():
+        plain = logits(model, IDS)
+    assert view.supported and len(view.layers) == 2 * 7
+    for _ in range(2):  # the buffers are reused on the second call
+        with view() as merged_model:
+            merged = logits(merged_model, IDS)
+        torch.testing.assert_close(merged, adapted, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(merged, plain, atol=1e-3)
+    assert all(torch.equal(w, b) for w, b in zip(base_weights, before))  # bit for bit: no merge/unmerge drift
+    assert torch.equal(logits(model, IDS), adapted)
+
+
+def test_merged_adapter_view_restores_the_weights_when_decoding_fails(tiny_model_args):
+    model = add_lora(load_model(tiny_model_args), ModelArguments(use_peft=True, lora_r=4)).eval()
+    view = MergedAdapterView(model)
+    storage = [m.get_base_layer().weight.data_ptr() for m in view.layers]
+    with pytest.raises(KeyboardInterrupt):
+        with view():
+            raise KeyboardInterrupt
+    assert [m.get_base_layer().weight.data_ptr() for m in view.layers] == storage
+    assert all(m.lora_A["default"].weight.requires_grad for m in view.layers)  # adapters active again
+    assert not model.base_model.model.model.layers[0].self_attn.q_proj.disable_adapters
 
 
 @pytest.mark.slow

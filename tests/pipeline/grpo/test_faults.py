@@ -185,14 +185,14 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_update(tiny_model_di
 def test_out_of_memory_while_generating_halves_the_samples_per_call(tiny_model_dir, examples, tmp_path, monkeypatch, caplog):
     import pipeline.grpo.trainer as trainer
 
-    real = trainer.sample_group
+    real = trainer.sample_groups
 
-    def limited_memory(*a, num_generations, **kw):
-        if num_generations > 1:
+    def limited_memory(model, prompts, seeds, params):
+        if len(prompts) * params.num_generations > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return real(*a, num_generations=num_generations, **kw)
+        return real(model, prompts, seeds, params)
 
-    monkeypatch.setattr(trainer, "sample_group", limited_memory)
+    monkeypatch.setattr(trainer, "sample_groups", limited_memory)
     summary = train(args(tmp_path, max_steps=1), lora(tiny_model_dir), DataArguments(), examples)
     assert summary["steps"] == 1
     assert "out of memory while generating: retrying with 1 samples at a time" in caplog.text
@@ -204,7 +204,7 @@ def test_a_signal_in_each_phase_finishes_the_step_then_checkpoints(tiny_model_di
     forward: the step completes, is checkpointed, and resuming reaches the unbroken run's weights."""
     import pipeline.grpo.trainer as trainer
 
-    target = "sample_group" if phase == "generate" else "completion_logps"
+    target = "sample_groups" if phase == "generate" else "completion_logps"
     real = getattr(trainer, target)
     sent = {"done": False}
 

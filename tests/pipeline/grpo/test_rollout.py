@@ -3,7 +3,8 @@ import torch
 from pipeline.arguments import ModelArguments
 from pipeline.data import get_template, render_prompt
 from pipeline.generation import eos_token_ids
-from pipeline.grpo.rollout import collate_rollout, completion_mask, sample_group
+from pipeline.grpo.rollout import collate_rollout, completion_mask
+from pipeline.grpo.sampling import SamplingParams, sample_groups
 from pipeline.models import load_model, load_tokenizer
 
 EOS = 2
@@ -21,21 +22,19 @@ def test_several_eos_ids():
     assert mask.tolist() == [[1, 1, 0], [1, 1, 1]] and truncated.tolist() == [False, True]
 
 
-def test_sampling_is_seeded_per_group_and_collated(tiny_model_dir):
+def test_collated_groups_are_left_padded_and_truncated_rows_masked(tiny_model_dir):
     args = ModelArguments(model_name_or_path=str(tiny_model_dir))
     model, tokenizer = load_model(args).eval(), load_tokenizer(args)
     eos = eos_token_ids(model, tokenizer)
     texts = [render_prompt(tokenizer, get_template("reasoning").messages(q)) for q in ("What is 2+2?", "Add 3 and 4.")]
-    kwargs = dict(num_generations=3, max_completion_length=6, temperature=1.0, top_p=1.0, eos_ids=eos)
-    a = sample_group(model, tokenizer, texts[0], seed=7, **kwargs)
-    b = sample_group(model, tokenizer, texts[0], seed=7, **kwargs)
-    c = sample_group(model, tokenizer, texts[0], seed=8, **kwargs)
-    assert torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
-    groups = [a, sample_group(model, tokenizer, texts[1], seed=9, **kwargs)]
+    prompts = [tokenizer(t, return_tensors="pt", add_special_tokens=False).input_ids[0] for t in texts]
+    params = SamplingParams(3, 6, 1.0, 1.0, tuple(sorted(eos)), tokenizer.pad_token_id)
+    completions = sample_groups(model, prompts, [7, 9], params)  # [6, T]
+    groups = [(prompts[0], completions[:3]), (prompts[1], completions[3:])]
     rollout = collate_rollout(groups, pad_token_id=tokenizer.pad_token_id, eos_ids=eos, group_size=3,
                               mask_truncated_completions=True, tokenizer=tokenizer)
     assert rollout.num_completions == 6
-    assert rollout.prompt_ids.shape[0] == 6 and (rollout.prompt_mask[:3].sum(1) == a[0].numel()).all()
+    assert rollout.prompt_ids.shape[0] == 6 and (rollout.prompt_mask[:3].sum(1) == prompts[0].numel()).all()
     # Left padding: the shorter prompt's pads come first and are masked.
     short = rollout.prompt_mask.sum(1).min().item()
     assert rollout.prompt_mask[rollout.prompt_mask.sum(1).argmin(), : rollout.prompt_ids.size(1) - short].sum() == 0
@@ -43,11 +42,3 @@ def test_sampling_is_seeded_per_group_and_collated(tiny_model_dir):
     assert (rollout.completion_mask[rollout.is_truncated].sum(1) == 0).all()
     for row, text in zip(rollout.completion_ids[rollout.is_truncated], [t for t, tr in zip(rollout.completions, rollout.is_truncated) if tr]):
         assert text == tokenizer.decode(row, skip_special_tokens=True)
-
-
-def test_ignore_eos_generates_exactly_the_cap(tiny_model_dir):
-    args = ModelArguments(model_name_or_path=str(tiny_model_dir))
-    model, tokenizer = load_model(args).eval(), load_tokenizer(args)
-    _, completions = sample_group(model, tokenizer, "hi", num_generations=2, max_completion_length=7, temperature=1.0,
-                                  top_p=1.0, eos_ids=eos_token_ids(model, tokenizer), seed=0, ignore_eos=True)
-    assert completions.shape == (2, 7)

@@ -1,0 +1,98 @@
+"""Group sampling for GRPO rollouts, written for decode speed.
+
+``transformers``' ``generate`` with ``num_return_sequences=G`` copies each prompt G times before the
+prefill and grows its KV cache by concatenation at every token. Here each prompt is prefilled once, its
+keys/values are copied into the G rows of a preallocated (static) cache, and every prompt of the batch
+decodes together. Each group draws from its own seeded generator, so a group's samples do not depend on
+which other prompts share its batch or process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    num_generations: int  # G samples per prompt
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    eos_ids: tuple[int, ...]
+    pad_token_id: int
+    ignore_eos: bool = False  # benchmark mode: EOS can never be drawn
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus filtering as transformers' ``TopPLogitsWarper``: drop the least likely tokens whose total
+    probability is at most ``1 - top_p``, always keeping the most likely one. logits: [B, V] → [B, V]."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=False)  # [B, V]
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    drop_sorted = cumulative <= (1 - top_p)
+    drop_sorted[:, -1] = False
+    drop = drop_sorted.scatter(1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def left_pad(prompts: list[torch.Tensor], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows → (ids [P, L], mask [P, L]) padded on the left."""
+    width = max(p.numel() for p in prompts)
+    ids = prompts[0].new_full((len(prompts), width), pad_token_id)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - prompt.numel() :] = prompt
+        mask[row, width - prompt.numel() :] = 1
+    return ids, mask
+
+
+def _draw(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> torch.Tensor:
+    """One token per row: [B, V] logits of B = len(generators) * G rows → [B]."""
+    logits = logits.float() / params.temperature
+    if params.ignore_eos:
+        logits[:, list(params.eos_ids)] = float("-inf")
+    probs = top_p_filter(logits, params.top_p).softmax(dim=-1)  # [B, V]
+    G = params.num_generations
+    draws = [torch.multinomial(probs[i * G : (i + 1) * G], 1, generator=gen) for i, gen in enumerate(generators)]
+    return torch.cat(draws).squeeze(1)  # [B]
+
+
+@torch.no_grad()
+def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: SamplingParams) -> torch.Tensor:
+    """G sampled completions for each prompt, groups contiguous: [P * G, T] with T <= max_new_tokens.
+
+    prompts: P rows of token ids (any lengths); seeds: one per prompt. After a row's first EOS it holds
+    ``pad_token_id``; decoding stops early once every row has finished.
+    """
+    from transformers import DynamicCache, StaticCache
+
+    device, G = model.device, params.num_generations
+    ids, mask = left_pad([p.to(device) for p in prompts], params.pad_token_id)  # [P, L]
+    prefill = model(input_ids=ids, attention_mask=mask, past_key_values=DynamicCache(config=model.config),
+                    use_cache=True, logits_to_keep=1)
+    cache = StaticCache(config=model.config, max_cache_len=ids.size(1) + params.max_new_tokens)
+    for static_layer, prompt_layer in zip(cache.layers, prefill.past_key_values.layers):
+        static_layer.update(prompt_layer.keys.repeat_interleave(G, 0), prompt_layer.values.repeat_interleave(G, 0))
+    rows = ids.size(0) * G
+    # The whole cache width is attendable except the prompts' left padding; causality hides the future.
+    attention_mask = torch.cat([mask.repeat_interleave(G, 0), mask.new_ones(rows, params.max_new_tokens)], 1)
+    generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+    eos = torch.tensor(params.eos_ids, device=device)
+    tokens = torch.full((rows, params.max_new_tokens), params.pad_token_id, dtype=torch.long, device=device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    # Checking "all finished" copies to the host; on an accelerator only every few tokens, so the
+    # decode loop queues work without waiting.
+    check_every = 1 if device.type == "cpu" else 8
+    logits = prefill.logits[:, -1].repeat_interleave(G, 0)  # [P * G, V]
+    for t in range(params.max_new_tokens):
+        next_tokens = torch.where(finished, params.pad_token_id, _draw(logits, params, generators))  # [P * G]
+        tokens[:, t] = next_tokens
+        finished |= torch.isin(next_tokens, eos)
+        if t + 1 == params.max_new_tokens or ((t + 1) % check_every == 0 and bool(finished.all())):
+            break
+        logits = model(input_ids=next_tokens[:, None], attention_mask=attention_mask, past_key_values=cache,
+                       use_cache=True).logits[:, -1]  # [P * G, V]
+    return tokens[:, : t + 1]

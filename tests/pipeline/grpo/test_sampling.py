@@ -1,0 +1,98 @@
+import copy
+
+import pytest
+import torch
+
+from pipeline.arguments import ModelArguments
+from pipeline.data import get_template, render_prompt
+from pipeline.generation import eos_token_ids
+from pipeline.grpo.sampling import SamplingParams, left_pad, sample_groups, top_p_filter
+from pipeline.models import load_model, load_tokenizer
+
+QUESTIONS = ("What is 2+2?", "Tom has 3 apples and buys 4 more bags of 5 apples each. How many apples now?")
+
+
+@pytest.fixture(scope="module")
+def model_and_prompts(tiny_model_dir):
+    args = ModelArguments(model_name_or_path=str(tiny_model_dir))
+    model, tokenizer = load_model(args).eval(), load_tokenizer(args)
+    texts = [render_prompt(tokenizer, get_template("reasoning").messages(q)) for q in QUESTIONS]
+    prompts = [tokenizer(t, return_tensors="pt", add_special_tokens=False).input_ids[0] for t in texts]
+    assert prompts[0].numel() != prompts[1].numel()  # the batch needs left padding
+    return model, tokenizer, prompts
+
+
+def params_for(model, tokenizer, **overrides) -> SamplingParams:
+    values = dict(num_generations=3, max_new_tokens=10, temperature=1.0, top_p=1.0,
+                  eos_ids=tuple(sorted(eos_token_ids(model, tokenizer))), pad_token_id=tokenizer.pad_token_id)
+    return SamplingParams(**(values | overrides))
+
+
+@pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 1.0])
+def test_top_p_filter_matches_transformers(top_p):
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    logits = torch.randn(4, 300, generator=torch.Generator().manual_seed(0)) * 3
+    expected = TopPLogitsWarper(top_p)(None, logits.clone())
+    assert torch.equal(torch.isinf(top_p_filter(logits, top_p)), torch.isinf(expected))
+
+
+def test_left_pad():
+    ids, mask = left_pad([torch.tensor([5, 6, 7]), torch.tensor([8])], pad_token_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_a_tiny_nucleus_decodes_like_greedy_generate(model_and_prompts):
+    """top_p near 0 keeps only the most likely token: every sample must equal transformers' greedy
+    decoding of its prompt alone, which checks the shared prefill, the static cache and the padding."""
+    model, tokenizer, prompts = model_and_prompts
+    params = params_for(model, tokenizer, top_p=1e-9, max_new_tokens=12)
+    ours = sample_groups(model, prompts, [1, 2], params)  # [2 * 3, T]
+    for index, prompt in enumerate(prompts):
+        greedy = model.generate(input_ids=prompt[None], attention_mask=torch.ones_like(prompt[None]), do_sample=False,
+                                max_new_tokens=12, pad_token_id=tokenizer.pad_token_id)[0, prompt.numel() :]
+        for row in ours[index * 3 : (index + 1) * 3]:
+            assert row[: greedy.numel()].tolist() == greedy.tolist()
+
+
+def test_groups_are_seeded_and_independent_of_their_batch(model_and_prompts):
+    model, tokenizer, prompts = model_and_prompts
+    params = params_for(model, tokenizer)
+    together = sample_groups(model, prompts, [1, 2], params)
+    alone = [sample_groups(model, [p], [s], params) for p, s in zip(prompts, [1, 2])]
+    for index, part in enumerate(alone):
+        assert torch.equal(together[index * 3 : (index + 1) * 3, : part.size(1)], part)
+    assert torch.equal(sample_groups(model, prompts[:1], [1], params), alone[0])
+    assert not torch.equal(sample_groups(model, prompts[:1], [3], params), alone[0])
+
+
+def test_rows_hold_padding_after_their_eos_and_ignore_eos_fills_the_cap(model_and_prompts):
+    model, tokenizer, prompts = model_and_prompts
+    eos = set(eos_token_ids(model, tokenizer))
+    # A hot temperature makes EOS likely within a few tokens of a random model.
+    tokens = sample_groups(model, prompts, [4, 5], params_for(model, tokenizer, temperature=5.0, max_new_tokens=40))
+    ended = 0
+    for row in tokens.tolist():
+        first = next((i for i, t in enumerate(row) if t in eos), None)
+        if first is not None:
+            ended += 1
+            assert all(t == tokenizer.pad_token_id for t in row[first + 1 :])
+    assert ended > 0
+    capped = sample_groups(model, prompts, [4, 5], params_for(model, tokenizer, temperature=5.0, max_new_tokens=40,
+                                                                    ignore_eos=True))
+    assert capped.shape == (6, 40) and not any(t in eos for t in capped.flatten().tolist())
+
+
+def test_samples_follow_the_tempered_softmax(model_and_prompts):
+    model, tokenizer, prompts = model_and_prompts
+    peaked = copy.deepcopy(model)
+    with torch.no_grad():  # a random model is nearly uniform over its vocabulary; sharpen it so 4000 draws tell
+        peaked.lm_head.weight.mul_(6)
+    params = params_for(peaked, tokenizer, num_generations=4000, max_new_tokens=1, temperature=0.7)
+    first = sample_groups(peaked, prompts[:1], [11], params)[:, 0]  # [4000]
+    with torch.no_grad():
+        logits = peaked(input_ids=prompts[0][None]).logits[0, -1]  # [V]
+    empirical = torch.bincount(first, minlength=logits.numel()).float() / first.numel()
+    total_variation = lambda p: 0.5 * (empirical - p).abs().sum().item()  # noqa: E731
+    assert total_variation(torch.softmax(logits / 0.7, dim=-1)) < 0.04
+    assert total_variation(torch.softmax(logits, dim=-1)) > 0.15  # the check can tell the temperature apart

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.benchmark import PROFILES, markdown, run_worker, save, summarize  # noqa: E402
+from pipeline.benchmark import BACKENDS, PROFILES, markdown, run_worker, save, summarize  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -29,16 +29,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=3, help="Timed steps per backend and round.")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed steps first.")
     parser.add_argument("--rounds", type=int, default=2, help="Alternating ours / TRL rounds.")
+    parser.add_argument("--trl_defaults", type=int, default=1,
+                        help="Extra rounds of TRL at its own defaults (gradient checkpointing, bf16) after the others.")
     parser.add_argument("--out_dir", type=Path, default=ROOT / "docs" / "benchmarks", help="Where JSON + Markdown go.")
-    parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:  # one backend, in this process
         args.result.write_text(json.dumps(run_worker(args.profile, args.worker, args.steps, args.warmup)))
         return {}
     results = []
-    for round_index in range(args.rounds):
-        for backend in ("ours", "trl"):
+    schedule = [("ours", "trl")] * args.rounds + [("trl-defaults",)] * args.trl_defaults
+    for round_index, backends in enumerate(schedule):
+        for backend in backends:
             result_file = Path(tempfile.mkstemp(suffix=".json")[1])
             subprocess.run([sys.executable, __file__, "--profile", args.profile, "--steps", str(args.steps),
                             "--warmup", str(args.warmup), "--worker", backend, "--result", str(result_file)],
@@ -47,7 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"round {round_index + 1}, {backend}: median step "
                   f"{sorted(results[-1]['step_times'])[len(results[-1]['step_times']) // 2]:.2f} s", flush=True)
     table = summarize(results)
-    command = f"python scripts/benchmark.py --profile {args.profile} --steps {args.steps} --warmup {args.warmup} --rounds {args.rounds}"
+    command = (f"python scripts/benchmark.py --profile {args.profile} --steps {args.steps} --warmup {args.warmup} "
+               f"--rounds {args.rounds} --trl_defaults {args.trl_defaults}")
     path = save(args.out_dir, args.profile, results, table, command)
     print(markdown(args.profile, table, command))
     print(f"written: {path} and {path.with_suffix('.json')}")

@@ -16,15 +16,16 @@ from pipeline.models import add_lora, load_model, load_tokenizer
 logger = logging.getLogger(__name__)
 
 
-def trl_config(args: GRPOArguments, num_processes: int = 1):
-    """GRPOConfig equivalent to our options (one optimizer step per generation batch, as ours)."""
+def trl_config(args: GRPOArguments, num_processes: int = 1, **overrides):
+    """GRPOConfig equivalent to our options (one optimizer step per generation batch, as ours);
+    ``overrides`` replace GRPOConfig fields (the benchmark uses it to restore TRL's own defaults)."""
     from trl import GRPOConfig
 
     completions_per_process = args.prompts_per_step * args.num_generations // num_processes
     if completions_per_process % args.micro_batch_size:
         raise ValueError(f"--backend trl needs micro_batch_size ({args.micro_batch_size}) to divide the "
                          f"{completions_per_process} completions per process")
-    return GRPOConfig(
+    options = dict(
         output_dir=args.output_dir, seed=args.seed, max_steps=args.max_steps,
         per_device_train_batch_size=args.micro_batch_size,
         gradient_accumulation_steps=completions_per_process // args.micro_batch_size,
@@ -42,10 +43,12 @@ def trl_config(args: GRPOArguments, num_processes: int = 1):
         # Benchmark mode: EOS suppressed so both backends generate exactly the same number of tokens.
         generation_kwargs={"min_new_tokens": args.max_completion_length} if args.ignore_eos else None,
     )
+    return GRPOConfig(**(options | overrides))
 
 
 def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments,
-                   examples: list[GSM8KExample], callbacks: list | None = None) -> dict[str, Any]:
+                   examples: list[GSM8KExample], callbacks: list | None = None,
+                   config_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train through TRL's GRPOTrainer; returns its log history in our metric names."""
     from datasets import Dataset
     from trl import GRPOTrainer
@@ -61,7 +64,7 @@ def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: D
     model = load_model(model_args)
     if model_args.use_peft:
         model = add_lora(model, model_args)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=trl_config(args), train_dataset=dataset,
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=trl_config(args, **(config_overrides or {})), train_dataset=dataset,
                           processing_class=tokenizer, callbacks=callbacks)
     if args.resume_from_checkpoint:
         trainer.train(resume_from_checkpoint=True if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint)

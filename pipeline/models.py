@@ -224,7 +224,8 @@ class MergedAdapterView:
     the adapters are bypassed, which removes two extra matmuls per layer and token. On exit the original
     weight tensors are put back untouched, so nothing drifts (merging then unmerging in place would
     round W a little each time). The buffers (one copy of the adapted weights) are kept between calls.
-    4-bit base weights cannot hold W + ΔW: ``supported`` is False for them and callers keep the adapters.
+    ``supported`` is False where W + ΔW cannot be held exactly enough (base weights in 4 bit, bf16 or
+    fp16, or sharded by ZeRO-3); callers then decode through the adapters.
     """
 
     def __init__(self, model):
@@ -232,8 +233,12 @@ class MergedAdapterView:
 
         self.model = model
         self.layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+        # Only float32 holds W + ΔW faithfully: rounded to bf16/fp16, a small early ΔW is mostly lost and
+        # the sampler would lag the policy being trained. 4-bit weights cannot hold it at all, and
+        # DeepSpeed ZeRO-3 leaves only a shard (ds_id) on each process.
         self.supported = bool(self.layers) and all(
-            m.get_base_layer().weight.dtype in (torch.float32, torch.bfloat16, torch.float16) for m in self.layers)
+            m.get_base_layer().weight.dtype == torch.float32 and not hasattr(m.get_base_layer().weight, "ds_id")
+            for m in self.layers)
         self._buffers: list[torch.Tensor] = []
 
     @torch.no_grad()

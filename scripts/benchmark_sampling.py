@@ -50,6 +50,24 @@ def hf_generate_per_prompt(model, prompts, seeds, params: SamplingParams) -> Non
         model.generate(input_ids=prompt[None], attention_mask=torch.ones_like(prompt[None]), generation_config=config)
 
 
+def weight_read_floor(model, rows: int, repeats: int = 5) -> dict:
+    """Time one ``[rows, in] @ W.T`` over every base Linear weight (the LM head included): each decode
+    step reads all of them once, so no decode step can be faster than this pass."""
+    weights = [m.weight for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in n]
+    inputs = {w.shape[1]: torch.randn(rows, w.shape[1], dtype=w.dtype, device=w.device) for w in weights}
+    times = []
+    with torch.no_grad():
+        for repeat in range(repeats + 1):
+            start = time.perf_counter()
+            for w in weights:
+                inputs[w.shape[1]] @ w.T
+            if repeat:
+                times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    total = sum(w.numel() * w.element_size() for w in weights)
+    return {"seconds_per_step": seconds, "weight_bytes": total, "bytes_per_s": total / seconds}
+
+
 def run_variant(name: str, model, view: MergedAdapterView, prompts, seeds, params) -> None:
     if name == "hf-generate-per-prompt":
         hf_generate_per_prompt(model, prompts, seeds, params)
@@ -98,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
             if repeat:  # the first pass is warm-up
                 times[name].append(time.perf_counter() - start)
     tokens = args.prompts * args.num_generations * args.new_tokens
+    floor = weight_read_floor(model, args.prompts * args.num_generations)
     summary = {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
                       "tokens_per_s": tokens / statistics.median(t)} for name, t in times.items()}
     command = "python scripts/benchmark_sampling.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -110,9 +129,17 @@ def main(argv: list[str] | None = None) -> dict:
         row = summary[name]
         lines.append(f"| {name} | {row['median_s']:.2f} / {row['min_s']:.2f} / {row['max_s']:.2f} "
                      f"| {row['tokens_per_s']:.1f} | {base / row['median_s']:.2f}x |")
+    best = min(row["median_s"] for row in summary.values())
+    lines += ["", f"Weight-read floor: one decode step reads {floor['weight_bytes'] / 1e6:.0f} MB of weights; "
+              f"a bare matmul pass over them at batch {args.prompts * args.num_generations} takes "
+              f"{floor['seconds_per_step'] * 1e3:.1f} ms ({floor['bytes_per_s'] / 1e9:.1f} GB/s), so "
+              f"{args.new_tokens} tokens cost at least {floor['seconds_per_step'] * args.new_tokens:.2f} s; "
+              f"the fastest variant takes {best / (floor['seconds_per_step'] * args.new_tokens):.1f}x that "
+              f"(prefill included)."]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"sampling_{args.model}"
-    out.with_suffix(".json").write_text(json.dumps({"times": times, "summary": summary, "command": command}, indent=2))
+    out.with_suffix(".json").write_text(json.dumps({"times": times, "summary": summary, "weight_read_floor": floor,
+                                                        "command": command}, indent=2))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return summary

@@ -32,7 +32,8 @@ class GRPOArguments(ValidatedConfig):
     mask_truncated_completions: bool = field_with_help(False, "Leave completions without EOS out of the loss.")
     ignore_eos: bool = field_with_help(False, "Benchmark mode: always generate max_completion_length tokens (EOS suppressed).")
     merge_adapter_for_generation: bool = field_with_help(
-        True, "Decode with LoRA merged into a copy of the adapted weights (faster; costs that copy's memory).")
+        True, "Decode with LoRA merged into a copy of the adapted weights (faster; costs that copy's memory). "
+              "Only with float32 base weights and no mixed precision; otherwise decoding goes through the adapters.")
     # --- rewards ---
     reward_funcs: list[str] = field_with_help(
         ["accuracy", "format"], "Reward names: built-ins, 'module:function' paths, or entry-point plug-ins."

@@ -116,13 +116,23 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
                       run_dir, model_args.use_peft)
     state.micro_batch_size = args.micro_batch_size
     state.generation_batch = args.prompts_per_step // accelerator.num_processes * args.num_generations
-    if model_args.use_peft and args.merge_adapter_for_generation:
-        state.merged_view = MergedAdapterView(state.policy)
-        if not state.merged_view.supported:
-            logger.info("4-bit base weights: sampling through the LoRA adapters (no merged copy)")
+    if model_args.use_peft:
+        state.merged_view = decoding_view(state.policy, args)
     if args.resume_from_checkpoint:
         _resume(state)
     return state
+
+
+def decoding_view(policy, args: GRPOArguments) -> MergedAdapterView | None:
+    """A merged-weight view of a LoRA policy to decode with, or None to decode through the adapters."""
+    if not args.merge_adapter_for_generation:
+        return None
+    view = MergedAdapterView(policy)
+    # Under bf16/fp16 autocast the merged weight is rounded as a whole, losing a small ΔW.
+    if view.supported and args.mixed_precision == "no":
+        return view
+    logger.info("decoding through the LoRA adapters: a merged copy needs float32 weights and no mixed precision")
+    return None
 
 
 def _resume(state: GRPOState) -> None:

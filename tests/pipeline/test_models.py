@@ -108,6 +108,12 @@ def test_merged_adapter_view_gives_the_adapted_logits_and_puts_the_weights_back(
     assert torch.equal(logits(model, IDS), adapted)
 
 
+def test_merged_adapter_view_is_only_for_float32_weights(tiny_model_dir):
+    """In bf16, W + ΔW would round a small early ΔW away, so the sampler must keep the adapters."""
+    args = ModelArguments(model_name_or_path=str(tiny_model_dir), dtype="bfloat16", use_peft=True, lora_r=4)
+    assert not MergedAdapterView(add_lora(load_model(args), args)).supported
+
+
 def test_merged_adapter_view_restores_the_weights_when_decoding_fails(tiny_model_args):
     model = add_lora(load_model(tiny_model_args), ModelArguments(use_peft=True, lora_r=4)).eval()
     view = MergedAdapterView(model)

@@ -16,4 +16,5 @@ def test_sampling_benchmark_times_every_variant_at_toy_size(tmp_path):
         assert row["median_s"] > 0 and row["tokens_per_s"] == 2 * 4 * 4 / row["median_s"]
     data = json.loads((tmp_path / "sampling_tiny.json").read_text())
     assert all(len(times) == 1 for times in data["times"].values())
+    assert data["weight_read_floor"]["weight_bytes"] > 0 and data["weight_read_floor"]["seconds_per_step"] > 0
     assert "| merged-lora |" in (tmp_path / "sampling_tiny.md").read_text()

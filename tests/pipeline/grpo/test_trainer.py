@@ -69,6 +69,29 @@ def test_reference_is_the_disabled_adapter_and_equals_the_sft_model(tiny_model_d
     assert sum(p.numel() for p in state.policy.parameters()) < 2 * sum(p.numel() for p in sft.parameters())
 
 
+def test_decoding_through_a_merged_copy_samples_what_the_adapter_samples(tiny_model_dir, mini_gsm8k, tmp_path):
+    from pipeline.data import load_gsm8k
+    from pipeline.grpo.trainer import generate
+
+    examples = load_gsm8k(str(mini_gsm8k), "train").examples
+    rollouts = {}
+    for merge in (True, False):
+        state = setup(grpo_args(tmp_path / str(merge), merge_adapter_for_generation=merge, max_completion_length=16),
+                      lora(tiny_model_dir), DataArguments(), examples)
+        assert (state.merged_view is not None) == merge
+        with torch.no_grad():  # the same non-zero adapter in both runs
+            generator = torch.Generator().manual_seed(0)
+            for name, p in state.policy.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+        rollouts[merge] = generate(state, local_prompts(state, 0))
+    assert torch.equal(rollouts[True].completion_ids, rollouts[False].completion_ids)
+    from pipeline.grpo.trainer import decoding_view
+
+    assert decoding_view(state.policy, grpo_args(tmp_path, mixed_precision="no")) is not None
+    assert decoding_view(state.policy, grpo_args(tmp_path, mixed_precision="bf16")) is None  # autocast rounds W + ΔW
+
+
 def test_beta_zero_without_lora_loads_no_reference(tiny_model_dir, mini_gsm8k, tmp_path):
     from pipeline.data import load_gsm8k
 

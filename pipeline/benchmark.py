@@ -60,13 +60,63 @@ def _grpo_args(profile: Profile, steps: int, output_dir: Path) -> GRPOArguments:
 # TRL's own GRPOConfig defaults that our equal-settings comparison turns off (bf16=None lets TRL pick,
 # which is bf16 unless fp16 is set).
 TRL_DEFAULTS = {"gradient_checkpointing": True, "bf16": None}
-BACKENDS = ("ours", "trl", "trl-defaults")
+BACKENDS = ("ours", "trl", "ours-checkpointed", "trl-defaults")
 
 
 def _peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _time_trl_phases(totals: dict[str, float]) -> None:
+    """Wrap GRPOTrainer's generation, reward and no-grad log-prob methods (in this worker process only)
+    so a step splits into generate / score / reference like ours; the rest of the step is train."""
+    from trl import GRPOTrainer
+
+    def timed(method, phase, only_without_grad=False):
+        def wrapper(*args, **kwargs):
+            if only_without_grad and torch.is_grad_enabled():
+                return method(*args, **kwargs)
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                totals[phase] += time.perf_counter() - start
+        return wrapper
+
+    GRPOTrainer._generate = timed(GRPOTrainer._generate, "generate")
+    GRPOTrainer._calculate_rewards = timed(GRPOTrainer._calculate_rewards, "score")
+    GRPOTrainer._get_per_token_logps_and_entropies = timed(
+        GRPOTrainer._get_per_token_logps_and_entropies, "reference", only_without_grad=True)
+
+
+def _run_trl(backend, args, model_args, data_args, examples) -> tuple[list[float], list[dict], list[float]]:
+    from transformers import TrainerCallback
+
+    from pipeline.grpo.trl_backend import train_with_trl
+
+    totals = dict.fromkeys(("generate", "score", "reference"), 0.0)
+    _time_trl_phases(totals)
+    step_times, splits, tokens, seen = [], [], [], [0.0]
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **kw):
+            totals.update(dict.fromkeys(totals, 0.0))
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *a, **kw):
+            step_times.append(time.perf_counter() - self.started)
+            splits.append(dict(totals, train=step_times[-1] - sum(totals.values())))
+
+        def on_log(self, *a, logs=None, **kw):
+            if logs and "num_tokens" in logs:  # cumulative prompt + completion tokens
+                tokens.append(float(logs["num_tokens"]) - seen[0])
+                seen[0] = float(logs["num_tokens"])
+
+    overrides = TRL_DEFAULTS if backend == "trl-defaults" else None
+    train_with_trl(args, model_args, data_args, examples, callbacks=[Timer()], config_overrides=overrides)
+    return step_times, splits, tokens
 
 
 def run_worker(profile_name: str, backend: str, steps: int, warmup: int) -> dict:
@@ -80,36 +130,23 @@ def run_worker(profile_name: str, backend: str, steps: int, warmup: int) -> dict
     data_args = DataArguments()
     examples, _ = load_grpo_examples(data_args)
     args = _grpo_args(profile, warmup + steps, work / "run")
-    step_times, splits = [], []
-    if backend == "ours":
+    args.gradient_checkpointing = backend == "ours-checkpointed"
+    if backend.startswith("ours"):
         state = setup(args, model_args, data_args, examples)
-        for index in range(warmup + steps):
+        step_times, splits, tokens = [], [], []
+        for _ in range(warmup + steps):
             metrics = run_step(state)
-            if index >= warmup:
-                step_times.append(metrics["time/step"])
-                splits.append({k: metrics[f"time/{k}"] for k in ("generate", "score", "reference", "train")})
+            step_times.append(metrics["time/step"])
+            splits.append({k: metrics[f"time/{k}"] for k in ("generate", "score", "reference", "train")})
+            tokens.append(metrics["train_tokens"])
     else:
-        from transformers import TrainerCallback
-
-        from pipeline.grpo.trl_backend import train_with_trl
-
-        class Timer(TrainerCallback):
-            def on_step_begin(self, *a, **kw):
-                self.started = time.perf_counter()
-
-            def on_step_end(self, *a, **kw):
-                step_times.append(time.perf_counter() - self.started)
-
-        overrides = TRL_DEFAULTS if backend == "trl-defaults" else None
-        train_with_trl(args, model_args, data_args, examples, callbacks=[Timer()], config_overrides=overrides)
-        step_times = step_times[warmup:]
+        step_times, splits, tokens = _run_trl(backend, args, model_args, data_args, examples)
     completions = profile.prompts * profile.num_generations
-    result = {"backend": backend, "profile": asdict(profile), "step_times": step_times,
-              "generated_tokens_per_step": completions * profile.new_tokens, "peak_memory_mb": _peak_memory_mb(),
-              "device": "cuda" if torch.cuda.is_available() else "cpu"}
-    if splits:
-        result["split"] = {k: statistics.median(s[k] for s in splits) for k in splits[0]}
-    return result
+    return {"backend": backend, "profile": asdict(profile), "step_times": step_times[warmup:],
+            "split": {k: statistics.median(s[k] for s in splits[warmup:]) for k in splits[0]},
+            "trained_tokens_per_step": statistics.median(tokens[warmup:]),
+            "generated_tokens_per_step": completions * profile.new_tokens, "peak_memory_mb": _peak_memory_mb(),
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
 def summarize(results: list[dict]) -> dict:
@@ -124,31 +161,37 @@ def summarize(results: list[dict]) -> dict:
         table[backend] = {
             "steps_timed": len(times), "median_s": median, "min_s": min(times), "max_s": max(times),
             "generated_tokens_per_s": runs[0]["generated_tokens_per_step"] / median,
+            "trained_tokens_per_s": statistics.median(r["trained_tokens_per_step"] for r in runs) / median,
             "peak_memory_mb": max(r["peak_memory_mb"] for r in runs),
         }
-        if "split" in runs[0]:
-            table[backend]["split_s"] = {k: statistics.median(r["split"][k] for r in runs) for k in runs[0]["split"]}
-    for other in ("trl", "trl-defaults"):
-        if other in table:
-            key = "speedup_ours_over_trl" if other == "trl" else "speedup_ours_over_trl_defaults"
-            table[key] = table[other]["median_s"] / table["ours"]["median_s"]
+        table[backend]["split_s"] = {k: statistics.median(r["split"][k] for r in runs) for k in runs[0]["split"]}
+    pairs = {"speedup_ours_over_trl": ("ours", "trl"),
+             "speedup_ours_over_trl_defaults": ("ours", "trl-defaults"),
+             "speedup_ours_checkpointed_over_trl_defaults": ("ours-checkpointed", "trl-defaults")}
+    for key, (ours, theirs) in pairs.items():
+        if ours in table and theirs in table:
+            table[key] = table[theirs]["median_s"] / table[ours]["median_s"]
     return table
 
 
 def markdown(profile: str, table: dict, command: str) -> str:
     lines = [f"### Profile `{profile}`", "", f"`{command}`", "",
-             "| backend | steps timed | step s (median / min / max) | generated tok/s | peak memory MB | split (generate / score / reference / train) s |",
-             "|---|---|---|---|---|---|"]
+             "| backend | steps timed | step s (median / min / max) | generated tok/s | trained tok/s | peak memory MB "
+             "| split (generate / score / reference / train) s |",
+             "|---|---|---|---|---|---|---|"]
     for backend in (b for b in BACKENDS if b in table):
         row = table[backend]
-        split = row.get("split_s")
-        split_text = " / ".join(f"{split[k]:.2f}" for k in ("generate", "score", "reference", "train")) if split else "n/a"
+        split_text = " / ".join(f"{row['split_s'][k]:.2f}" for k in ("generate", "score", "reference", "train"))
         lines.append(f"| {backend} | {row['steps_timed']} | {row['median_s']:.2f} / {row['min_s']:.2f} / {row['max_s']:.2f} "
-                     f"| {row['generated_tokens_per_s']:.1f} | {row['peak_memory_mb']:.0f} | {split_text} |")
+                     f"| {row['generated_tokens_per_s']:.1f} | {row['trained_tokens_per_s']:.1f} "
+                     f"| {row['peak_memory_mb']:.0f} | {split_text} |")
     lines += ["", f"Ours / TRL steps per second (equal settings): **{table['speedup_ours_over_trl']:.2f}x**"]
     if "speedup_ours_over_trl_defaults" in table:
         lines.append(f"Ours / TRL at its defaults (gradient checkpointing, bf16): "
                      f"**{table['speedup_ours_over_trl_defaults']:.2f}x**")
+    if "speedup_ours_checkpointed_over_trl_defaults" in table:
+        lines.append(f"Ours with gradient checkpointing (fp32) / TRL at its defaults: "
+                     f"**{table['speedup_ours_checkpointed_over_trl_defaults']:.2f}x**")
     return "\n".join(lines + [""])
 
 

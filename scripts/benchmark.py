@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=1, help="Untimed steps first.")
     parser.add_argument("--rounds", type=int, default=2, help="Alternating ours / TRL rounds.")
     parser.add_argument("--trl_defaults", type=int, default=1,
-                        help="Extra rounds of TRL at its own defaults (gradient checkpointing, bf16) after the others.")
+                        help="Extra rounds, after the others, of ours with gradient checkpointing and of TRL at its "
+                             "own defaults (gradient checkpointing, bf16): the low-memory settings.")
     parser.add_argument("--out_dir", type=Path, default=ROOT / "docs" / "benchmarks", help="Where JSON + Markdown go.")
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.result.write_text(json.dumps(run_worker(args.profile, args.worker, args.steps, args.warmup)))
         return {}
     results = []
-    schedule = [("ours", "trl")] * args.rounds + [("trl-defaults",)] * args.trl_defaults
+    schedule = [("ours", "trl")] * args.rounds + [("ours-checkpointed", "trl-defaults")] * args.trl_defaults
     for round_index, backends in enumerate(schedule):
         for backend in backends:
             result_file = Path(tempfile.mkstemp(suffix=".json")[1])

@@ -59,6 +59,8 @@ class GRPOArguments(ValidatedConfig):
     max_grad_norm: float = field_with_help(1.0, "Gradient clipping norm (0 disables).")
     max_nonfinite_steps: int = field_with_help(3, "Stop (after a checkpoint) after this many consecutive NaN/inf steps.")
     mixed_precision: str = field_with_help("no", "accelerate mixed precision.", choices=("no", "bf16", "fp16"))
+    gradient_checkpointing: bool = field_with_help(
+        False, "Recompute activations in the backward pass: less memory, more train time.")
     logps_chunk_size: int = field_with_help(4, "Rows per forward when computing reference / old log-probs.")
     # --- logging, evaluation, checkpoints ---
     logging_steps: int = field_with_help(1, "Log metrics (and sample completions) every N steps.")

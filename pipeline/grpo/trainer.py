@@ -94,6 +94,8 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     tokenizer = load_tokenizer(model_args, padding_side="left")
     model = load_model(model_args, device=accelerator.device)
     ref_model = None
+    if args.gradient_checkpointing:  # before LoRA, so peft sees it; non-reentrant needs no input grads
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if model_args.use_peft:
         model = add_lora(model, model_args)
     elif args.beta > 0:
@@ -361,6 +363,7 @@ def step_metrics(state: GRPOState, rollout: Rollout, rewards: torch.Tensor, brea
     generated = acc.reduce(lengths.sum().to(acc.device), reduction="sum").item()
     metrics["generate_tokens_per_second"] = generated / max(timing["generate"], 1e-9)
     trained = rollout.attention_mask().sum().item() * acc.num_processes * args.num_iterations
+    metrics["train_tokens"] = trained  # prompt + completion tokens through the training passes
     metrics["train_tokens_per_second"] = trained / max(timing["train"], 1e-9)
     metrics.update({f"time/{k}": v for k, v in timing.items()})
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}

@@ -129,6 +129,22 @@ def test_resume_reaches_the_same_weights_as_an_unbroken_run(tiny_model_dir, mini
         assert r["reward"] == pytest.approx(s["reward"]) and r["loss"] == pytest.approx(s["loss"], abs=1e-6)
 
 
+def test_gradient_checkpointing_trains_the_same_weights(tiny_model_dir, mini_gsm8k, tmp_path):
+    from pipeline.data import load_gsm8k
+
+    examples = load_gsm8k(str(mini_gsm8k), "train").examples
+    plain = train(grpo_args(tmp_path / "plain", max_steps=2), lora(tiny_model_dir), DataArguments(), examples)
+    recomputed = train(grpo_args(tmp_path / "recomputed", max_steps=2, gradient_checkpointing=True),
+                       lora(tiny_model_dir), DataArguments(), examples)
+    a, b = adapter(tmp_path / "plain"), adapter(tmp_path / "recomputed")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
+    assert any((a[k] != 0).any() for k in a if "lora_B" in k)
+    assert [h["loss"] for h in recomputed["history"]] == pytest.approx([h["loss"] for h in plain["history"]], abs=1e-6)
+    state = setup(grpo_args(tmp_path / "on", gradient_checkpointing=True), lora(tiny_model_dir), DataArguments(), examples)
+    assert state.policy.get_base_model().is_gradient_checkpointing  # it really recomputed
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

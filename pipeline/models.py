@@ -220,10 +220,12 @@ def add_lora(model, model_args: ModelArguments):
 class MergedAdapterView:
     """Runs a LoRA model as one plain model with W + ΔW weights, for decoding.
 
-    Inside ``with view():`` each adapted layer's base weight is swapped for a buffer holding W + ΔW and
-    the adapters are bypassed, which removes two extra matmuls per layer and token. On exit the original
-    weight tensors are put back untouched, so nothing drifts (merging then unmerging in place would
-    round W a little each time). The buffers (one copy of the adapted weights) are kept between calls.
+    Inside ``with view():`` each adapted layer's base weight is swapped for W + ΔW and the adapters are
+    bypassed, which removes two extra matmuls per layer and token. On exit the original weight tensors
+    are put back untouched, so nothing drifts (merging then unmerging in place would round W a little
+    each time). The merged copy lives in one flat allocation made on entry and released on exit, so it
+    does not add to the memory of the training passes that follow (a single large block goes straight
+    back to the operating system; many per-layer blocks would stay in the allocator's heap).
     ``supported`` is False where W + ΔW cannot be held exactly enough (base weights in 4 bit, bf16 or
     fp16, or sharded by ZeRO-3); callers then decode through the adapters.
     """
@@ -239,16 +241,18 @@ class MergedAdapterView:
         self.supported = bool(self.layers) and all(
             m.get_base_layer().weight.dtype == torch.float32 and not hasattr(m.get_base_layer().weight, "ds_id")
             for m in self.layers)
-        self._buffers: list[torch.Tensor] = []
 
     @torch.no_grad()
     def _merged_weights(self) -> list[torch.Tensor]:
-        if not self._buffers:
-            self._buffers = [torch.empty_like(m.get_base_layer().weight) for m in self.layers]
-        for layer, buffer in zip(self.layers, self._buffers):
+        weights = [m.get_base_layer().weight for m in self.layers]
+        flat = torch.empty(sum(w.numel() for w in weights), dtype=weights[0].dtype, device=weights[0].device)
+        merged, offset = [], 0
+        for layer, weight in zip(self.layers, weights):
+            target = flat[offset : offset + weight.numel()].view_as(weight)
+            offset += weight.numel()
             delta = sum(layer.get_delta_weight(name) for name in layer.active_adapters)
-            torch.add(layer.get_base_layer().weight, delta.to(buffer.dtype), out=buffer)
-        return self._buffers
+            merged.append(torch.add(weight, delta.to(weight.dtype), out=target))
+        return merged
 
     @contextlib.contextmanager
     def __call__(self):

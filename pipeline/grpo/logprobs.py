@@ -75,7 +75,9 @@ def completion_logps(
         ids, mask, kept = trim_padding(input_ids[start : start + chunk_size],
                                        attention_mask[start : start + chunk_size], completion_length)  # [b, P' + T']
         logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=kept + 1).logits  # [b, T' + 1, V]
-        logits = logits[:, :-1, :] / temperature  # [b, T', V]: position t predicts completion token t
+        logits = logits[:, :-1, :]  # [b, T', V]: position t predicts completion token t
+        if temperature != 1.0:  # a division at 1.0 would only copy the logits
+            logits = logits / temperature
         targets = ids[:, -kept:]  # [b, T']
         pad = (0, completion_length - kept)
         all_logps.append(torch.nn.functional.pad(selective_log_softmax(logits, targets), pad))  # [b, T]

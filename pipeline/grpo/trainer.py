@@ -194,8 +194,16 @@ def generate(state: GRPOState, batch: list[tuple[int, GSM8KExample]], ignore_eos
     params = SamplingParams(args.num_generations, args.max_completion_length, args.temperature, args.top_p,
                             tuple(sorted(state.eos_ids)), tokenizer.pad_token_id, ignore_eos)
     state.policy.eval()
-    with _sampling_model(state) as model:
-        completions = _sample_with_retry(state, model, prompts, seeds, params)  # [P * G, T]
+    try:
+        with _sampling_model(state) as model:
+            completions = _sample_with_retry(state, model, prompts, seeds, params)  # [P * G, T]
+    except torch.OutOfMemoryError:
+        if state.merged_view is None:
+            raise
+        state.merged_view = None  # the merged copy is the one thing left to give up
+        _free_memory()
+        logger.warning("out of memory while generating: decoding through the LoRA adapters from now on")
+        completions = _sample_with_retry(state, state.policy, prompts, seeds, params)
     G = args.num_generations
     groups = [(prompt, completions[i * G : (i + 1) * G]) for i, prompt in enumerate(prompts)]
     return collate_rollout(groups, pad_token_id=tokenizer.pad_token_id, eos_ids=state.eos_ids, group_size=G,

@@ -198,6 +198,19 @@ def test_out_of_memory_while_generating_halves_the_samples_per_call(tiny_model_d
     assert "out of memory while generating: retrying with 1 samples at a time" in caplog.text
 
 
+def test_out_of_memory_building_the_merged_copy_falls_back_to_the_adapters(tiny_model_dir, examples, tmp_path,
+                                                                             monkeypatch, caplog):
+    from pipeline.models import MergedAdapterView
+
+    def no_memory(self):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(MergedAdapterView, "_merged_weights", no_memory)
+    summary = train(args(tmp_path, max_steps=2), lora(tiny_model_dir), DataArguments(), examples)
+    assert summary["steps"] == 2
+    assert caplog.text.count("decoding through the LoRA adapters from now on") == 1  # given up once, not per step
+
+
 @pytest.mark.parametrize("phase", ["generate", "train"])
 def test_a_signal_in_each_phase_finishes_the_step_then_checkpoints(tiny_model_dir, examples, tmp_path, monkeypatch, phase):
     """SIGINT delivered to this (real) process while step 2 is generating, or while it is in the training

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.generation import completion_lengths
+from pipeline.grpo.sampling import left_pad, right_pad
 
 
 @dataclass
@@ -65,21 +66,14 @@ def collate_rollout(
     tokenizer,
 ) -> Rollout:
     """Pad prompts on the left and completions on the right into one Rollout."""
-    prompt_width = max(p.size(0) for p, _ in groups)
-    completion_width = max(c.size(1) for _, c in groups)
-    prompt_rows, prompt_masks, completion_rows = [], [], []
-    for prompt, completions in groups:
-        pad = prompt_width - prompt.size(0)
-        row = torch.cat([prompt.new_full((pad,), pad_token_id), prompt])  # [P]
-        mask = torch.cat([prompt.new_zeros(pad), prompt.new_ones(prompt.size(0))])  # [P]
-        prompt_rows += [row] * completions.size(0)
-        prompt_masks += [mask] * completions.size(0)
-        extra = completion_width - completions.size(1)
-        completion_rows.append(torch.cat([completions, completions.new_full((completions.size(0), extra), pad_token_id)], 1))
-    completion_ids = torch.cat(completion_rows)  # [N, T]
+    rows_per_group = torch.tensor([completions.size(0) for _, completions in groups])
+    prompt_ids, prompt_mask = left_pad([prompt for prompt, _ in groups], pad_token_id)  # [groups, P]
+    prompt_ids = prompt_ids.repeat_interleave(rows_per_group, dim=0)  # [N, P]
+    prompt_mask = prompt_mask.repeat_interleave(rows_per_group, dim=0)  # [N, P]
+    completion_ids = right_pad([completions for _, completions in groups], pad_token_id)  # [N, T]
     mask, truncated = completion_mask(completion_ids, eos_ids)
     # Rewards read the text up to the first EOS, truncated or not.
     texts = tokenizer.batch_decode([row[: int(n)] for row, n in zip(completion_ids, mask.sum(1))], skip_special_tokens=True)
     if mask_truncated_completions:
         mask = mask * (~truncated).long()[:, None]
-    return Rollout(torch.stack(prompt_rows), torch.stack(prompt_masks), completion_ids, mask, truncated, texts, group_size)
+    return Rollout(prompt_ids, prompt_mask, completion_ids, mask, truncated, texts, group_size)

@@ -49,6 +49,12 @@ def left_pad(prompts: list[torch.Tensor], pad_token_id: int) -> tuple[torch.Tens
     return ids, mask
 
 
+def right_pad(blocks: list[torch.Tensor], pad_token_id: int) -> torch.Tensor:
+    """Row blocks of different widths ([n_i, T_i]) → one [sum n_i, max T_i] tensor padded on the right."""
+    width = max(block.size(1) for block in blocks)
+    return torch.cat([torch.nn.functional.pad(block, (0, width - block.size(1)), value=pad_token_id) for block in blocks])
+
+
 def _draw(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> torch.Tensor:
     """One token per row: [B, V] logits of B = len(generators) * G rows → [B]."""
     logits = logits.float() / params.temperature

@@ -24,7 +24,7 @@ from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.logprobs import completion_logps
 from pipeline.grpo.loss import LossNormalizer, grpo_loss
 from pipeline.grpo.rollout import Rollout, collate_rollout, group_seed
-from pipeline.grpo.sampling import SamplingParams, sample_groups
+from pipeline.grpo.sampling import SamplingParams, right_pad, sample_groups
 from pipeline.models import MergedAdapterView, add_lora, load_model, load_tokenizer
 from pipeline.runtime import GracefulInterrupt
 from rewards import RewardBreakdown, combine_rewards, load_reward
@@ -212,10 +212,8 @@ def generate(state: GRPOState, batch: list[tuple[int, GSM8KExample]], ignore_eos
 
 def _sampling_model(state: GRPOState):
     """The policy to decode with: LoRA merged into a weight copy when allowed, else the policy itself."""
-    view = state.merged_view
-    if view is not None and view.supported:
-        return view()
-    return contextlib.nullcontext(state.policy)
+    # decoding_view only keeps a view that is supported.
+    return state.merged_view() if state.merged_view is not None else contextlib.nullcontext(state.policy)
 
 
 def _sample_with_retry(state: GRPOState, model, prompts: list[torch.Tensor], seeds: list[int],
@@ -239,9 +237,7 @@ def _sample_with_retry(state: GRPOState, model, prompts: list[torch.Tensor], see
                         count = min(state.generation_batch, G - start)
                         parts.append(sample_groups(model, [prompt], [seed * 31 + index],
                                                    replace(params, num_generations=count)))
-            width = max(p.size(1) for p in parts)
-            return torch.cat([torch.nn.functional.pad(p, (0, width - p.size(1)), value=params.pad_token_id)
-                              for p in parts])
+            return right_pad(parts, params.pad_token_id)
         except torch.OutOfMemoryError:
             if state.generation_batch == 1:
                 raise

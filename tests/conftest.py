@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +41,18 @@ def mini_gsm8k(tmp_path_factory):
 @pytest.fixture
 def tiny_model_args(tiny_model_dir) -> ModelArguments:
     return ModelArguments(model_name_or_path=str(tiny_model_dir))
+
+
+@pytest.fixture
+def resume_and_run_unbroken():
+    """After an interrupted training process: run ``command`` resumed from ``run``'s latest checkpoint and,
+    from scratch, into ``straight``, both to ``max_steps``; each must exit 0."""
+    root = Path(__file__).resolve().parents[1]
+
+    def run_both(command: list[str], env: dict, run: Path, straight: Path, max_steps: int) -> None:
+        for extra in (["--output_dir", str(run), "--resume_from_checkpoint", "latest"], ["--output_dir", str(straight)]):
+            done = subprocess.run([*command, "--max_steps", str(max_steps), *extra], cwd=root, env=env,
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-2000:]
+
+    return run_both

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_sigint_checkpoints_sft_and_resume_matches_an_unbroken_run(tiny_model_dir, tmp_path):
+def test_sigint_checkpoints_sft_and_resume_matches_an_unbroken_run(tiny_model_dir, tmp_path, resume_and_run_unbroken):
     """A real SFT process gets SIGINT mid-training: it saves, exits 130 saying how to resume, and the
     resumed run reaches the adapter of an uninterrupted run."""
     command = [sys.executable, "scripts/train_sft.py", "--model_name_or_path", str(tiny_model_dir), "--use_peft", "true",
@@ -45,15 +45,10 @@ def test_sigint_checkpoints_sft_and_resume_matches_an_unbroken_run(tiny_model_di
     stopped_at = int(checkpoints[-1].name.split("-")[1])
     assert 1 <= stopped_at < 400
 
-    target = str(stopped_at + 2)
-    resumed = subprocess.run([*command, "--max_steps", target, "--output_dir", str(run), "--resume_from_checkpoint", "latest"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    straight = subprocess.run([*command, "--max_steps", target, "--output_dir", str(tmp_path / "straight")],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert straight.returncode == 0, straight.stderr[-2000:]
+    target = stopped_at + 2
+    resume_and_run_unbroken(command, env, run, tmp_path / "straight", target)
     a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
     b = load_file(run / "adapter" / "adapter_model.safetensors")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)
-    assert json.loads((run / "sft_summary.json").read_text())["train"]["global_step"] == int(target)
+    assert json.loads((run / "sft_summary.json").read_text())["train"]["global_step"] == target

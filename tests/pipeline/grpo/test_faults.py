@@ -123,7 +123,8 @@ def test_only_the_newest_k_checkpoints_are_kept(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigint_saves_at_a_step_boundary_and_resume_matches_an_unbroken_run(tiny_model_dir, mini_gsm8k, tmp_path):
+def test_sigint_saves_at_a_step_boundary_and_resume_matches_an_unbroken_run(tiny_model_dir, mini_gsm8k, tmp_path,
+                                                                              resume_and_run_unbroken):
     """A real process gets SIGINT mid-run; it checkpoints, says how to resume, and the resumed run
     reaches the same weights as a run that was never interrupted."""
     command = [sys.executable, "scripts/train_grpo.py", "--model_name_or_path", str(tiny_model_dir), "--use_peft", "true",
@@ -146,13 +147,8 @@ def test_sigint_saves_at_a_step_boundary_and_resume_matches_an_unbroken_run(tiny
     stopped_at = int(json.loads((find_checkpoint(run, "latest") / "trainer_state.json").read_text())["step"])
     assert 2 <= stopped_at < 200 and len(metrics.read_text().splitlines()) == stopped_at
 
-    target = str(stopped_at + 2)
-    resumed = subprocess.run([*command, "--max_steps", target, "--output_dir", str(run), "--resume_from_checkpoint", "latest"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    straight = subprocess.run([*command, "--max_steps", target, "--output_dir", str(tmp_path / "straight")],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert straight.returncode == 0, straight.stderr[-2000:]
+    target = stopped_at + 2
+    resume_and_run_unbroken(command, env, run, tmp_path / "straight", target)
     a = load_file(tmp_path / "straight" / "final" / "adapter" / "adapter_model.safetensors")
     b = load_file(run / "final" / "adapter" / "adapter_model.safetensors")
     for key in a:

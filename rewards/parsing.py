@@ -6,14 +6,18 @@ Everything here is total: any input string (empty, huge, binary, hostile) return
 
 from __future__ import annotations
 
+import numbers
 import re
+from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 __all__ = [
     "answers_match",
     "extract_flexible_answer",
     "extract_marked_answer",
     "extract_strict_answer",
+    "GoldAnswerError",
     "format_fraction",
     "parse_gold_answer",
     "parse_number",
@@ -134,10 +138,36 @@ def _latex_frac_to_slash(text: str) -> str:
     return re.sub(r"\\d?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"\1/\2", text)
 
 
+# Thousands grouped by spaces ("1 234", also no-break and thin spaces) or LaTeX ("1{,}234", "1\\,234").
+_LATEX_COMMA_RE = re.compile(r"\{,\}")
+_LATEX_THIN_SPACE_RE = re.compile(r"(?<=\d)\\[,!;: ](?=\d)")
+_SPACE_GROUPED_RE = re.compile(r"(?<![\d.,])\d{1,3}(?:[ \u00a0\u2009\u202f]\d{3})+(?!\d)")
+# A sign written apart from its number at the start of the answer ("#### - 5").
+_DETACHED_SIGN_RE = re.compile(r"^\s*([-+\u2212])\s+(?=[$\d.])")
+
+
+def _normalise_marked_span(span: str) -> str:
+    span = _LATEX_COMMA_RE.sub(",", _latex_frac_to_slash(span))
+    span = _LATEX_THIN_SPACE_RE.sub(" ", span)
+    span = _SPACE_GROUPED_RE.sub(lambda m: re.sub(r"\s", "", m.group(0)), span)
+    return span
+
+
 def _marked_value(span: str) -> Fraction | None:
-    span = _latex_frac_to_slash(span)
-    # Inside an answer span the final number is the answer ("5 + 3 = 8" gives 8).
-    return parse_number(span, last=True)
+    """The value of a marked answer span.
+
+    Rule (lm-evaluation-harness's strict-match takes the first number after ``####``; we extend it to
+    every marker): the first number of the span, except that when the span holds an equation the
+    number after its last ``=`` is the result ("5 + 3 = 8" gives 8; "It is 18, not 17" gives 18).
+    """
+    span = _normalise_marked_span(span)
+    head, equals, result = span.rpartition("=")
+    if equals:
+        value = parse_number(_DETACHED_SIGN_RE.sub(r"\1", result))
+        if value is not None or NUMBER_RE.search(result):
+            return value
+        span = head
+    return parse_number(_DETACHED_SIGN_RE.sub(r"\1", span))
 
 
 def extract_flexible_answer(text: str) -> Fraction | None:
@@ -161,22 +191,66 @@ def extract_strict_answer(text: str) -> Fraction | None:
     return None if span is None else _marked_value(span)
 
 
-def parse_gold_answer(gold: str) -> Fraction | None:
-    """Parse a gold answer: a bare number, or a full GSM8K solution ending in ``#### N``.
+class GoldAnswerError(ValueError):
+    """A gold answer that is not a number: a data error, never scored as "no opinion"."""
+
+
+def parse_gold_answer(gold: Any) -> Fraction:
+    """Parse a gold answer exactly: a number of any numeric type, a numeric string, or a GSM8K solution
+    ending in ``#### N``. Anything else raises :class:`GoldAnswerError`.
+
+    Floats are read by their shortest decimal form (``0.1`` is 1/10, not the binary 0.1000000000000000055...);
+    ``int``, ``numpy`` integers and floats, ``Decimal`` and ``Fraction`` are exact. A string without a
+    ``####`` line must be a single number: a raw solution such as ``"3 + 15 = 18"`` is ambiguous and rejected.
 
     >>> parse_gold_answer("She pays 3*4 = 12 dollars.\\n#### 1,200")
     Fraction(1200, 1)
+    >>> parse_gold_answer(0.1)
+    Fraction(1, 10)
+    >>> parse_gold_answer("3 + 15 = 18")
+    Traceback (most recent call last):
+    ...
+    rewards.parsing.GoldAnswerError: gold answer '3 + 15 = 18' is not one number and has no '#### N' line; pass the final number (e.g. '18') or the full GSM8K solution
     """
-    if isinstance(gold, (int, float)) and not isinstance(gold, bool):
-        try:
-            return Fraction(gold)
-        except (ValueError, OverflowError):
-            return None
+    if isinstance(gold, bool) or type(gold).__name__ == "bool_":
+        raise GoldAnswerError(f"gold answer {gold!r} is a boolean, not a number")
+    if isinstance(gold, (numbers.Real, Decimal)):
+        value = _real_to_fraction(gold)
+        if value is None:
+            raise GoldAnswerError(f"gold answer {gold!r} is not a finite number")
+        return value
     if not isinstance(gold, str):
+        raise GoldAnswerError(f"gold answer {gold!r} has type {type(gold).__name__}; expected a number or a string")
+    text = gold.rsplit("####", 1)[1] if "####" in gold else gold
+    value = _marked_value(text) if "####" in gold else _whole_number(text)
+    if value is None:
+        hint = "the text after '####' holds no number" if "####" in gold else (
+            "is not one number and has no '#### N' line; pass the final number (e.g. '18') or the full GSM8K solution")
+        raise GoldAnswerError(f"gold answer {_short(gold)!r} {hint}")
+    return value
+
+
+def _real_to_fraction(value: Any) -> Fraction | None:
+    try:
+        if isinstance(value, (numbers.Rational, Decimal)):
+            return Fraction(value)
+        # Shortest round-tripping decimal, so 0.1 means 1/10 (numpy floats print theirs the same way).
+        return Fraction(str(value))
+    except (ValueError, OverflowError, TypeError):
         return None
-    if "####" in gold:
-        gold = gold.rsplit("####", 1)[1]
-    return parse_number(gold)
+
+
+def _whole_number(text: str) -> Fraction | None:
+    """The value of a string that is one number and nothing else but spacing, a sign, ``$`` or ``%``."""
+    matches = list(NUMBER_RE.finditer(text))
+    if len(matches) != 1:
+        return None
+    rest = (text[: matches[0].start()] + text[matches[0].end() :]).strip().strip("%").strip()
+    return _to_fraction(matches[0]) if not rest else None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def answers_match(predicted: Fraction | None, gold: Fraction | None) -> bool:

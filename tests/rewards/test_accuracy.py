@@ -1,8 +1,13 @@
 import math
+from decimal import Decimal
+from fractions import Fraction
 
+import numpy as np
 import pytest
 
 from rewards import accuracy_reward
+from rewards.guard import call_reward
+from rewards.parsing import GoldAnswerError
 
 
 def score(completion, gold):
@@ -96,9 +101,64 @@ def test_x_over_zero_is_not_read_as_zero():
     assert score("<answer>0</answer>", "0") == 1.0
 
 
-@pytest.mark.parametrize("gold", ["", "no number", None, "#### abc", float("nan")])
-def test_unparsable_gold_gives_no_opinion(gold):
-    assert score("<answer>1</answer>", gold) is None
+@pytest.mark.parametrize("gold", ["", "no number", None, "#### abc", float("nan"), float("inf"), True, "3 + 15 = 18"])
+def test_unparsable_gold_is_an_error_naming_the_row(gold):
+    with pytest.raises(GoldAnswerError, match=r"row 1 of the batch: gold answer"):
+        accuracy_reward(prompts=["q", "q"], completions=["<answer>1</answer>"] * 2, answer=["1", gold])
+
+
+def test_unparsable_gold_is_counted_as_a_fault_by_the_guard():
+    result = call_reward(accuracy_reward, "accuracy", 5.0, ["q"] * 2, ["<answer>1</answer>"] * 2, answer=["1", "n/a"])
+    assert result.values == [None, None] and result.bad == 2
+    assert "GoldAnswerError" in result.problem and "'n/a'" in result.problem
+
+
+@pytest.mark.parametrize(
+    "completion, gold",
+    [
+        ("#### 0.1", 0.1),  # Fraction(0.1) would be 3602879701896397/36028797018963968
+        ("#### 2.3", 2.3),
+        ("<answer>2.3</answer>", np.float64(2.3)),
+        ("<answer>0.1</answer>", np.float32(0.1)),
+        ("<answer>1200</answer>", np.int64(1200)),  # a pandas integer column
+        ("<answer>0.25</answer>", Decimal("0.25")),
+        ("<answer>1/3</answer>", Fraction(1, 3)),
+        ("<answer>-5</answer>", -5),
+    ],
+)
+def test_numeric_gold_types_are_exact(completion, gold):
+    assert score(completion, gold) == 1.0
+
+
+@pytest.mark.parametrize(
+    "completion, gold",
+    [
+        ("#### - 5", "-5"),  # a sign written apart from its number
+        ("<answer>- 5</answer>", "-5"),
+        ("\\boxed{1{,}234}", "1234"),  # LaTeX thousands separator
+        ("\\boxed{1\\,234}", "1234"),  # LaTeX thin space
+        ("<answer>1 234</answer>", "1234"),  # space-grouped thousands
+        ("<answer>12\u202f345\u202f678</answer>", "12345678"),
+        ("<answer>It is 18, not 17</answer>", "18"),  # the first number of the span
+        ("<answer>4 * 5 = 20, so 20</answer>", "20"),  # the result of the equation
+        ("<answer>The total is 3 + 4 = 7 apples</answer>", "7"),
+    ],
+)
+def test_answer_span_rules(completion, gold):
+    assert score(completion, gold) == 1.0
+
+
+@pytest.mark.parametrize(
+    "completion, gold",
+    [
+        ("<answer>It is 18, not 17</answer>", "17"),
+        ("#### 5", "-5"),
+        ("<answer>3 4</answer>", "34"),  # a single-digit group is not a thousands group
+        ("<answer>1 23</answer>", "123"),
+    ],
+)
+def test_answer_span_rules_reject(completion, gold):
+    assert score(completion, gold) == 0.0
 
 
 def test_batch_with_trl_keyword_arguments():

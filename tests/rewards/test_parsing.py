@@ -6,6 +6,7 @@ from rewards.parsing import (
     extract_flexible_answer,
     extract_marked_answer,
     extract_strict_answer,
+    GoldAnswerError,
     format_fraction,
     parse_gold_answer,
     parse_number,
@@ -59,7 +60,15 @@ def test_gold_parsing():
     assert parse_gold_answer("reasoning 2+2=4\n#### 1,004") == 1004
     assert parse_gold_answer(7) == 7
     assert parse_gold_answer(0.25) == Fraction(1, 4)
-    assert parse_gold_answer(True) is None
+    assert parse_gold_answer(0.1) == Fraction(1, 10)
+    assert parse_gold_answer(" $18 ") == 18
+    assert parse_gold_answer("-3") == -3
+
+
+@pytest.mark.parametrize("gold", [True, None, "3 + 15 = 18", "18 or 19", "", "#### none", [18]])
+def test_gold_that_is_not_one_number_is_rejected(gold):
+    with pytest.raises(GoldAnswerError):
+        parse_gold_answer(gold)
 
 
 @pytest.mark.parametrize("value, text", [(Fraction(18), "18"), (Fraction(3, 4), "0.75"), (Fraction(1, 3), "1/3"), (None, None)])

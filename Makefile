@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo results-cpu test test-fast clean
 
 install: $(STAMP)
 
@@ -21,11 +21,22 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The main job on the embedded defaults: SFT (LoRA) → GRPO (LoRA on the merged SFT model) → the
-# GSM8K table of base, SFT and GRPO.
+# GSM8K table of base, SFT and GRPO; then GRPO on the toy addition task with its sign-flipped control.
 demo: install
 	$(BIN)/python scripts/train_sft.py --config configs/sft_smollm2_cpu.yaml
 	$(BIN)/python scripts/train_grpo.py --config configs/grpo_smollm2_cpu.yaml
+	$(BIN)/python scripts/demo_toy.py --output_dir runs/toy_grpo
+	@echo
 	$(BIN)/python scripts/report.py runs/sft_smollm2_cpu runs/grpo_smollm2_cpu
+	@echo
+	@cat runs/toy_grpo/toy_table.txt
+
+# The longer CPU run of docs/results.md (about 80 minutes on 2 cores): 150 SFT steps, 20 GRPO steps,
+# base / SFT / GRPO evaluated on the first 200 GSM8K test problems, curves under runs/cpu_long/.
+results-cpu: install
+	$(BIN)/python scripts/train_sft.py --config configs/sft_smollm2_cpu_long.yaml
+	$(BIN)/python scripts/train_grpo.py --config configs/grpo_smollm2_cpu_long.yaml
+	$(BIN)/python scripts/report.py runs/cpu_long/sft runs/cpu_long/grpo | tee runs/cpu_long/report.txt
 
 test: install
 	$(BIN)/python -m pytest

@@ -18,6 +18,7 @@ import torch
 from pipeline.arguments import EvalArguments
 from pipeline.data import GSM8KExample, PromptTemplate, render_prompt
 from pipeline.generation import generate
+from pipeline.stats import format_change, format_rate
 from rewards.parsing import (
     answers_match,
     extract_flexible_answer,
@@ -120,12 +121,33 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+GREEDY_RATES = (("strict", "strict"), ("flexible", "flexible"), ("marked", "marked answer rate"))
+
+
+def greedy_outcomes(records: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
+    """Per problem, 0/1: greedy strict correct, flexible correct, and whether an answer was marked."""
+    return {
+        "strict": [int(r["correct"]) for r in records],
+        "flexible": [int(r["correct_flexible"]) for r in records],
+        "marked": [int(r["extracted"] is not None) for r in records],
+    }
+
+
 def format_comparison(title: str, rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    """A table of greedy pass@1 (strict, flexible) and the marked-answer rate for several summaries."""
-    lines = [title, f"{'':<11} {'strict':>8} {'flexible':>9} {'marked answer rate':>19}"]
-    for name, summary in rows:
-        scores = summary["metrics"]["pass@1 (greedy)"]
-        lines.append(f"{name:<11} {scores['strict']:>8.3f} {scores['flexible']:>9.3f} {summary['marked_answer_rate']:>19.3f}")
+    """Greedy pass@1 (strict, flexible) and the marked-answer rate of several evaluations on the same
+    problems, each with its 95% Wilson interval, then each row's paired change from the row above with
+    its 95% interval (``*``: the interval excludes 0, a change larger than the noise)."""
+    width = 24
+    header = f"{'':<12}" + "".join(f"{label:>{width}}" for _, label in GREEDY_RATES)
+    lines = [title, header]
+    outcomes = [(name, summary["per_problem"]) for name, summary in rows]
+    for name, per_problem in outcomes:
+        lines.append(f"{name:<12}" + "".join(f"{format_rate(per_problem[key]):>{width}}" for key, _ in GREEDY_RATES))
+    if len(outcomes) > 1:
+        lines.append("change from the row above (paired, 95% interval; * excludes 0)")
+        for (_, before), (name, after) in zip(outcomes, outcomes[1:]):
+            cells = "".join(f"{format_change(before[key], after[key]):>{width}}" for key, _ in GREEDY_RATES)
+            lines.append(f"{name:<12}{cells}")
     return "\n".join(lines)
 
 
@@ -185,6 +207,7 @@ def evaluate_gsm8k(
         "num_problems": len(records),
         "metrics": summarize(per_problem),
         "marked_answer_rate": sum(r["extracted"] is not None for r in records) / max(len(records), 1),
+        "per_problem": greedy_outcomes(records),
         "generated_tokens": generated_tokens,
         "seconds": seconds,
         "tokens_per_second": generated_tokens / seconds if seconds > 0 else 0.0,

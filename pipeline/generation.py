@@ -48,10 +48,16 @@ def generate(
     top_p: float = 1.0,
     num_return_sequences: int = 1,
 ) -> Generated:
-    """Generate ``num_return_sequences`` completions for each prompt text (left-padded batch)."""
+    """Generate ``num_return_sequences`` completions for each prompt text (left-padded batch).
+
+    Greedy decoding runs on the rollout sampler (one prefill, a static cache, early stop when every row
+    has finished), which gives ``generate``'s tokens faster; sampling uses ``generate``.
+    """
     from transformers import GenerationConfig
 
     eos_ids = eos_token_ids(model, tokenizer)
+    if not do_sample and num_return_sequences == 1:
+        return _greedy(model, tokenizer, prompts, max_new_tokens, eos_ids)
     # Chat-templated prompts already hold their special tokens.
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     config = GenerationConfig(
@@ -73,3 +79,15 @@ def generate(
         texts=[texts[i * n : (i + 1) * n] for i in range(len(prompts))],
         num_tokens=[lengths[i * n : (i + 1) * n] for i in range(len(prompts))],
     )
+
+
+def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, eos_ids: set[int]) -> Generated:
+    from pipeline.grpo.sampling import SamplingParams, sample_groups
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
+    params = SamplingParams(1, max_new_tokens, 0.0, 1.0, tuple(sorted(eos_ids)), pad)
+    ids = [tokenizer(p, return_tensors="pt", add_special_tokens=False).input_ids[0] for p in prompts]
+    completion_ids = sample_groups(model, ids, [0] * len(ids), params)  # [P, T]
+    lengths = completion_lengths(completion_ids, eos_ids).tolist()
+    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    return Generated(texts=[[t] for t in texts], num_tokens=[[n] for n in lengths])

@@ -8,6 +8,7 @@ the wrong one. Only the verifiable reward can tell the two apart.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -54,12 +55,18 @@ def noisy_sft(model, tokenizer, examples: list[GSM8KExample], *, wrong_fraction:
 
 
 @torch.no_grad()
-def greedy_exact_match(model, tokenizer, examples: list[GSM8KExample]) -> float:
-    """Fraction of problems whose greedy answer is exactly the sum."""
+def greedy_outcomes(model, tokenizer, examples: list[GSM8KExample]) -> list[int]:
+    """Per problem, 1 if the greedy answer is exactly the sum, else 0."""
     from pipeline.generation import generate
 
     out = generate(model, tokenizer, [e.question for e in examples], max_new_tokens=4, do_sample=False)
-    return sum(t[0].strip() == e.answer for t, e in zip(out.texts, examples)) / len(examples)
+    return [int(t[0].strip() == e.answer) for t, e in zip(out.texts, examples)]
+
+
+def greedy_exact_match(model, tokenizer, examples: list[GSM8KExample]) -> float:
+    """Fraction of problems whose greedy answer is exactly the sum."""
+    outcomes = greedy_outcomes(model, tokenizer, examples)
+    return sum(outcomes) / len(outcomes)
 
 
 def save_model(model, tokenizer, path: Path) -> Path:
@@ -67,3 +74,50 @@ def save_model(model, tokenizer, path: Path) -> Path:
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(path)
     return path
+
+
+@dataclass
+class ToyStartPoint:
+    """The SFT'd char-level model and the disjoint training / held-out addition problems."""
+
+    model_dir: Path
+    train: list[GSM8KExample]
+    held_out: list[GSM8KExample]
+
+
+def build_start_point(folder: Path, wrong_fraction: float = 0.6, sft_steps: int = 1500) -> ToyStartPoint:
+    """A 0.5M-parameter char-level Llama SFT'd on labels that say ``sum + 1`` ``wrong_fraction`` of the time."""
+    from pipeline.tiny import build_char_llama
+
+    train_pairs, held_pairs = split_pairs(seed=0, held_out=200)
+    model, tokenizer = build_char_llama(ALPHABET)
+    noisy_sft(model, tokenizer, addition_examples(train_pairs), wrong_fraction=wrong_fraction, steps=sft_steps)
+    path = save_model(model, tokenizer, Path(folder) / "sft")
+    return ToyStartPoint(path, addition_examples(train_pairs), addition_examples(held_pairs))
+
+
+def run_grpo(start: ToyStartPoint, output_dir: Path, reward_weight: float = 1.0, max_steps: int = 60,
+             logging_steps: int = 10) -> tuple[dict, Path]:
+    """GRPO from the start point with the exact-match reward times ``reward_weight`` (-1: the sign-flipped
+    control, whose advantages point the other way). Returns (the run's summary, its merged model folder)."""
+    from pipeline.arguments import DataArguments, ModelArguments
+    from pipeline.grpo.config import GRPOArguments
+    from pipeline.grpo.trainer import train
+
+    args = GRPOArguments(
+        output_dir=str(output_dir), max_steps=max_steps, prompts_per_step=16, num_generations=8, micro_batch_size=64,
+        max_completion_length=4, max_prompt_length=16, reward_funcs=["exact_match"], reward_weights=[reward_weight],
+        beta=0.0, learning_rate=3e-4, loss_type="dapo", save_steps=0, logging_steps=logging_steps,
+    )
+    summary = train(args, ModelArguments(model_name_or_path=str(start.model_dir)), DataArguments(), start.train)
+    return summary, Path(output_dir) / "final" / "merged"
+
+
+def held_out_outcomes(model_dir: Path, start: ToyStartPoint) -> list[int]:
+    """Greedy exact match of a trained folder on the held-out problems (the start point's tokenizer)."""
+    from pipeline.arguments import ModelArguments
+    from pipeline.models import load_model, load_tokenizer
+
+    model = load_model(ModelArguments(model_name_or_path=str(model_dir))).eval()
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(start.model_dir)))
+    return greedy_outcomes(model, tokenizer, start.held_out)

@@ -20,7 +20,8 @@ def rows(sft_dir: Path, grpo_dir: Path) -> list[tuple[str, dict]]:
 
 
 def format_report(table: list[tuple[str, dict]]) -> str:
-    return format_comparison(f"GSM8K test pass@1 (greedy), first {table[-1][1]['num_problems']} problems", table)
+    n = table[-1][1]["num_problems"]
+    return format_comparison(f"GSM8K test pass@1 (greedy), first {n} problems; 95% Wilson intervals in brackets", table)
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -18,7 +18,7 @@ import torch
 class SamplingParams:
     num_generations: int  # G samples per prompt
     max_new_tokens: int
-    temperature: float
+    temperature: float  # 0: greedy decoding (argmax)
     top_p: float
     eos_ids: tuple[int, ...]
     pad_token_id: int
@@ -57,9 +57,12 @@ def right_pad(blocks: list[torch.Tensor], pad_token_id: int) -> torch.Tensor:
 
 def _draw(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator]) -> torch.Tensor:
     """One token per row: [B, V] logits of B = len(generators) * G rows → [B]."""
-    logits = logits.float() / params.temperature
     if params.ignore_eos:
+        logits = logits.clone()
         logits[:, list(params.eos_ids)] = float("-inf")
+    if params.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / params.temperature
     probs = top_p_filter(logits, params.top_p).softmax(dim=-1)  # [B, V]
     G = params.num_generations
     draws = [torch.multinomial(probs[i * G : (i + 1) * G], 1, generator=gen) for i, gen in enumerate(generators)]

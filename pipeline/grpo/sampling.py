@@ -74,7 +74,8 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
     """G sampled completions for each prompt, groups contiguous: [P * G, T] with T <= max_new_tokens.
 
     prompts: P rows of token ids (any lengths); seeds: one per prompt. After a row's first EOS it holds
-    ``pad_token_id``; decoding stops early once every row has finished.
+    ``pad_token_id``; decoding stops early once every row has finished, and groups whose rows have all
+    finished leave the batch (see ``_groups_to_keep``).
     """
     from transformers import DynamicCache, StaticCache
 
@@ -91,17 +92,43 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
     eos = torch.tensor(params.eos_ids, device=device)
     tokens = torch.full((rows, params.max_new_tokens), params.pad_token_id, dtype=torch.long, device=device)
+    row_index = torch.arange(rows, device=device)  # the output row of each row still decoding
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     # Checking "all finished" copies to the host; on an accelerator only every few tokens, so the
     # decode loop queues work without waiting.
     check_every = 1 if device.type == "cpu" else 8
     logits = prefill.logits[:, -1].repeat_interleave(G, 0)  # [P * G, V]
     for t in range(params.max_new_tokens):
-        next_tokens = torch.where(finished, params.pad_token_id, _draw(logits, params, generators))  # [P * G]
-        tokens[:, t] = next_tokens
+        next_tokens = torch.where(finished, params.pad_token_id, _draw(logits, params, generators))  # [rows]
+        tokens[row_index, t] = next_tokens
         finished |= torch.isin(next_tokens, eos)
         if t + 1 == params.max_new_tokens or ((t + 1) % check_every == 0 and bool(finished.all())):
             break
+        if (t + 1) % check_every == 0:
+            keep = _groups_to_keep(finished, G)
+            if keep is not None:
+                generators = [gen for gen, kept in zip(generators, keep.tolist()) if kept]
+                keep_rows = keep.repeat_interleave(G)
+                row_index, finished, next_tokens = row_index[keep_rows], finished[keep_rows], next_tokens[keep_rows]
+                attention_mask = attention_mask[keep_rows]
+                _drop_cache_rows(cache, keep_rows)
         logits = model(input_ids=next_tokens[:, None], attention_mask=attention_mask, past_key_values=cache,
-                       use_cache=True).logits[:, -1]  # [P * G, V]
+                       use_cache=True).logits[:, -1]  # [rows, V]
     return tokens[:, : t + 1]
+
+
+def _groups_to_keep(finished: torch.Tensor, G: int, min_fraction: float = 0.25) -> torch.Tensor | None:
+    """Groups still decoding ([groups] bool), or None when too few have finished to be worth dropping.
+
+    A finished group is dropped from the batch only once at least ``min_fraction`` of the rows are in
+    finished groups: each drop copies the whole cache, so dropping in big bites bounds the copies. A
+    group's draws come from its own generator, so dropping other groups never changes its samples.
+    """
+    done = finished.view(-1, G).all(dim=1)  # [groups]
+    return ~done if done.float().mean().item() >= min_fraction else None
+
+
+def _drop_cache_rows(cache, keep_rows: torch.Tensor) -> None:
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[keep_rows], layer.values[keep_rows]
+        layer.batch_size = layer.keys.size(0)

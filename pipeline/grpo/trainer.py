@@ -453,8 +453,10 @@ def evaluate_policy(state: GRPOState, test_examples: list[GSM8KExample], tag: st
         return None
     eval_args = EvalArguments(limit=args.eval_limit, batch_size=args.eval_batch_size,
                               max_new_tokens=args.eval_max_new_tokens, seed=args.seed)
-    records, summary = evaluate_gsm8k(state.policy, state.tokenizer, test_examples, state.template, eval_args,
-                                      system_prompt=state.system_prompt, model_name=f"grpo@{tag}", show_progress=False)
+    with _sampling_model(state) as model:  # the merged copy when allowed: same logits, faster decoding
+        records, summary = evaluate_gsm8k(model, state.tokenizer, test_examples, state.template, eval_args,
+                                          system_prompt=state.system_prompt, model_name=f"grpo@{tag}",
+                                          show_progress=False)
     write_results(state.run_dir / "eval" / tag, records, summary)
     return summary
 

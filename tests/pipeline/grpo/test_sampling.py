@@ -96,3 +96,42 @@ def test_samples_follow_the_tempered_softmax(model_and_prompts):
     total_variation = lambda p: 0.5 * (empirical - p).abs().sum().item()  # noqa: E731
     assert total_variation(torch.softmax(logits / 0.7, dim=-1)) < 0.04
     assert total_variation(torch.softmax(logits, dim=-1)) > 0.15  # the check can tell the temperature apart
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_finished_groups_leave_the_batch_without_changing_any_sample(model_and_prompts, temperature):
+    """With a third of the vocabulary counted as EOS, groups finish at different steps and leave the
+    batch; every group must still equal the same group sampled alone (where nothing leaves)."""
+    model, tokenizer, _ = model_and_prompts
+    model = copy.deepcopy(model)
+    with torch.no_grad():  # a random tiny model repeats one token; noisier weights make its rows differ
+        generator = torch.Generator().manual_seed(0)
+        for weight in model.parameters():
+            weight.add_(torch.randn(weight.shape, generator=generator) * 0.2)
+    texts = [f"Question {i}: what is {i} + {i * 7}?" * (1 + i % 3) for i in range(8)]
+    prompts = [tokenizer(t, return_tensors="pt", add_special_tokens=False).input_ids[0] for t in texts]
+    seeds = list(range(100, 108))
+    if temperature == 0:  # EOS = a token each greedy row reaches at a different step
+        free = sample_groups(model, prompts, seeds, params_for(model, tokenizer, temperature=0.0, max_new_tokens=24,
+                                                                num_generations=1, ignore_eos=True))
+        eos_ids = (_token_ending_rows_at_different_steps(free.tolist()),)
+    else:
+        eos_ids = tuple(range(5, model.config.vocab_size, 3))
+    params = params_for(model, tokenizer, temperature=temperature, max_new_tokens=24,
+                        num_generations=1 if temperature == 0 else 2, eos_ids=eos_ids)
+    together = sample_groups(model, prompts, seeds, params)
+    G = params.num_generations
+    lengths = set()
+    for index, (prompt, seed) in enumerate(zip(prompts, seeds)):
+        alone = sample_groups(model, [prompt], [seed], params)
+        assert torch.equal(together[index * G : (index + 1) * G, : alone.size(1)], alone)
+        assert (together[index * G : (index + 1) * G, alone.size(1) :] == tokenizer.pad_token_id).all()
+        lengths.add(alone.size(1))
+    assert len(lengths) >= 3  # groups finished at different steps, so the batch shrank (>= 2 of 8 done first)
+
+
+def _token_ending_rows_at_different_steps(rows: list[list[int]]) -> int:
+    """A token whose first position differs most across the rows (absent counts as the row's end)."""
+    def spread(token: int) -> int:
+        return len({row.index(token) if token in row else len(row) for row in rows})
+    return max(sorted({t for row in rows for t in row}), key=spread)

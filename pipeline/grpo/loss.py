@@ -38,6 +38,41 @@ class LossNormalizer:
     max_completion_length: int | None = None
 
 
+def sequence_denominators(mask: torch.Tensor, loss_type: str, *, micro_batch_size: int,
+                          max_completion_length: int, tokens_per_process: float) -> torch.Tensor:
+    """What each completion's summed token loss is divided by, so that the generation batch's loss is a sum
+    over completions and does not depend on how a step is cut into micro-batches.
+
+    mask: ``[N, T]`` completion mask of this process's whole generation batch. Returns ``[N]``.
+
+    - grpo: ``len_i * N`` (mean over each sequence, then over the N sequences);
+    - dr_grpo: ``N * L``; dapo: the generation batch's tokens per process;
+    - bnpo: the token count of the configured micro-batch the completion belongs to, times the number of
+      micro-batches: bnpo is defined per micro-batch (as TRL defines it), and fixing the denominators
+      from the configured ``micro_batch_size`` keeps that objective when an out-of-memory retry cuts finer.
+
+    >>> mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0]])
+    >>> sequence_denominators(mask, "grpo", micro_batch_size=2, max_completion_length=3, tokens_per_process=6).tolist()
+    [6.0, 9.0, 3.0]
+    >>> sequence_denominators(mask, "bnpo", micro_batch_size=2, max_completion_length=3, tokens_per_process=6).tolist()
+    [10.0, 10.0, 2.0]
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
+    lengths = mask.sum(-1).to(torch.float64).clamp(min=1.0)  # [N]
+    n = mask.size(0)
+    if loss_type == "grpo":
+        return lengths * n
+    if loss_type == "dr_grpo":
+        return torch.full((n,), float(n * max_completion_length), dtype=torch.float64, device=mask.device)
+    if loss_type == "dapo":
+        return torch.full((n,), max(float(tokens_per_process), 1.0), dtype=torch.float64, device=mask.device)
+    blocks = torch.arange(n, device=mask.device) // micro_batch_size  # [N] configured micro-batch of each row
+    block_tokens = torch.zeros(int(blocks.max()) + 1, dtype=torch.float64, device=mask.device)
+    block_tokens.index_add_(0, blocks, mask.sum(-1).to(torch.float64))
+    return block_tokens.clamp(min=1.0)[blocks] * block_tokens.numel()
+
+
 @dataclass
 class LossOutput:
     loss: torch.Tensor  # scalar, already divided for accumulation
@@ -64,6 +99,7 @@ def grpo_loss(
     loss_type: str,
     normalizer: LossNormalizer,
     kl_importance_correction: bool = False,
+    denominators: torch.Tensor | None = None,
 ) -> LossOutput:
     """Clipped surrogate + ``beta`` * per-token KL, aggregated by ``loss_type``.
 
@@ -82,6 +118,10 @@ def grpo_loss(
         kl_importance_correction: multiply the per-token KL by the importance ratio (TRL's
             ``use_bias_correction_kl``, on by default there): the KL is then estimated under the
             sampling policy. Off: the plain k3 term of the GRPO paper.
+        denominators: ``[B]`` from ``sequence_denominators`` for these rows: the loss is then
+            ``sum_i sum_t loss_it / denominators_i``, a term of the generation batch's loss whatever the
+            micro-batch cut (``normalizer`` is not used). ``None``: this batch alone, aggregated by
+            ``loss_type`` and divided by ``normalizer.num_micro_batches`` (TRL's accumulation).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
@@ -102,7 +142,9 @@ def grpo_loss(
             token_kl = token_kl * ratio
         per_token_loss = per_token_loss + beta * token_kl
 
-    if loss_type == "grpo":
+    if denominators is not None:
+        loss = ((per_token_loss * mask).sum(-1) / denominators.to(per_token_loss.dtype)).sum()
+    elif loss_type == "grpo":
         loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
     elif loss_type == "bnpo":
         loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
@@ -115,7 +157,7 @@ def grpo_loss(
             raise ValueError("dapo needs normalizer.tokens_per_process")
         loss = (per_token_loss * mask).sum() / max(normalizer.tokens_per_process, 1.0)
     policy_loss = loss.detach()
-    if loss_type != "dapo":
+    if loss_type != "dapo" and denominators is None:
         loss = loss / normalizer.num_micro_batches
 
     with torch.no_grad():

@@ -22,7 +22,7 @@ from pipeline.generation import eos_token_ids
 from pipeline.grpo.advantages import group_advantages
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.logprobs import completion_logps
-from pipeline.grpo.loss import LossNormalizer, grpo_loss
+from pipeline.grpo.loss import LossNormalizer, grpo_loss, sequence_denominators
 from pipeline.grpo.rollout import Rollout, collate_rollout, group_seed
 from pipeline.grpo.sampling import SamplingParams, right_pad, sample_groups
 from pipeline.models import MergedAdapterView, add_lora, load_model, load_tokenizer
@@ -302,6 +302,11 @@ def train_on_rollout(state: GRPOState, rollout: Rollout, advantages: torch.Tenso
     slices = _micro_batches(rollout.num_completions, state.micro_batch_size)
     tokens_total = acc.gather(mask.sum().reshape(1).to(acc.device)).sum().item()
     normalizer = LossNormalizer(len(slices), tokens_total / acc.num_processes, args.max_completion_length)
+    # Per-completion denominators make the update independent of the micro-batch cut (uneven slices and
+    # the out-of-memory retry's finer cut included); bnpo keeps the configured micro-batches' token counts.
+    denominators = sequence_denominators(mask, args.loss_type, micro_batch_size=args.micro_batch_size,
+                                         max_completion_length=args.max_completion_length,
+                                         tokens_per_process=tokens_total / acc.num_processes)
     sums: dict[str, float] = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "entropy": 0.0, "grad_norm": 0.0}
     model.train()
     for _ in range(args.num_iterations):
@@ -315,7 +320,8 @@ def train_on_rollout(state: GRPOState, rollout: Rollout, advantages: torch.Tenso
                                 advantages[rows].to(logps.dtype), mask[rows], beta=args.beta,
                                 epsilon_low=args.epsilon_low, epsilon_high=args.epsilon_high,
                                 loss_type=args.loss_type, normalizer=normalizer,
-                                kl_importance_correction=args.kl_importance_correction)
+                                kl_importance_correction=args.kl_importance_correction,
+                                denominators=denominators[rows])
                 acc.backward(out.loss)
             weight = 1.0 / (len(slices) * args.num_iterations)
             # The backpropagated micro-batch losses add up to the generation batch's loss.
@@ -397,7 +403,8 @@ def run_step(state: GRPOState) -> dict[str, float]:
 
 def _train_with_retry(state: GRPOState, rollout: Rollout, advantages, old, ref) -> dict[str, float]:
     """train_on_rollout; an out-of-memory error before any update of this step retries it with half the
-    micro-batch (the loss is normalised per generation batch, so the update is the same)."""
+    micro-batch (per-completion denominators fixed from the configured micro-batch make the update the same,
+    for bnpo too)."""
     while True:
         state.updates_this_step = 0
         try:

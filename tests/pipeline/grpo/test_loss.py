@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline.grpo.crosscheck import PARITY_CASES, parity_case
-from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, grpo_loss, per_token_kl
+from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, grpo_loss, per_token_kl, sequence_denominators
 
 B, T = 6, 5
 MASK = torch.tensor(
@@ -99,6 +99,59 @@ def test_grpo_accumulation_averages_micro_batch_losses():
         for s in (slice(0, 3), slice(3, 6))
     )
     torch.testing.assert_close(halves, whole, rtol=1e-12, atol=1e-12)  # equal-size micro-batches
+
+
+CUTS = [[6], [4, 2], [1] * 6, [2, 3, 1], [5, 1]]
+
+
+def cut_loss(logps, old, ref, adv, cut, loss_type, micro_batch_size, **kwargs):
+    """The generation batch's loss as the trainer accumulates it over micro-batches of the given sizes."""
+    tokens = MASK.sum().item()
+    denominators = sequence_denominators(MASK, loss_type, micro_batch_size=micro_batch_size, max_completion_length=8,
+                                         tokens_per_process=tokens)
+    bounds = [sum(cut[:i]) for i in range(len(cut) + 1)]
+    return sum(
+        grpo_loss(logps[s], old[s], ref[s], adv[s], MASK[s], loss_type=loss_type, normalizer=LossNormalizer(),
+                  denominators=denominators[s], **kwargs).loss
+        for s in (slice(a, b) for a, b in zip(bounds, bounds[1:]))
+    )
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("cut", CUTS, ids=str)
+def test_update_does_not_depend_on_the_micro_batch_cut(loss_type, cut):
+    """Loss and gradient of any cut, uneven ones included, equal the whole generation batch's in float64. The
+    expectation is the single-batch path (TRL-checked); for bnpo, defined per configured micro-batch (3 rows
+    here), TRL's accumulation over those micro-batches."""
+    logps, old, ref, adv = random_batch(5)
+    kwargs = dict(beta=0.04, epsilon_low=0.2, epsilon_high=0.28)
+    tokens = MASK.sum().item()
+    if loss_type == "bnpo":
+        expected = sum(grpo_loss(logps[s], old[s], ref[s], adv[s], MASK[s], loss_type="bnpo",
+                                 normalizer=LossNormalizer(2), **kwargs).loss for s in (slice(0, 3), slice(3, 6)))
+    else:
+        expected = grpo_loss(logps, old, ref, adv, MASK, loss_type=loss_type,
+                             normalizer=LossNormalizer(1, tokens, max_completion_length=8), **kwargs).loss
+    (expected_grad,) = torch.autograd.grad(expected, logps)
+    ours = cut_loss(logps, old, ref, adv, cut, loss_type, micro_batch_size=3, **kwargs)
+    (grad,) = torch.autograd.grad(ours, logps)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_uneven_cut_by_hand():
+    """mu = 1, six sequences of 5 tokens, advantages 4, 4, 4, 4, 1, 1: every token's loss is -A, so the grpo
+    loss is -(4 * 4 + 2 * 1) / 6 = -3.0. Averaging a 4 + 2 cut with equal weights would give -(4 + 1) / 2 = -2.5."""
+    logps = torch.zeros(6, 5, dtype=torch.float64, requires_grad=True)
+    adv = torch.tensor([4.0, 4, 4, 4, 1, 1], dtype=torch.float64)
+    mask = torch.ones(6, 5, dtype=torch.float64)
+    denominators = sequence_denominators(mask, "grpo", micro_batch_size=4, max_completion_length=5, tokens_per_process=30)
+    kwargs = dict(beta=0.0, epsilon_low=0.2, epsilon_high=0.2, loss_type="grpo")
+    ours = sum(grpo_loss(logps[s], None, None, adv[s], mask[s], normalizer=LossNormalizer(2),
+                         denominators=denominators[s], **kwargs).loss for s in (slice(0, 4), slice(4, 6)))
+    equal_weights = sum(grpo_loss(logps[s], None, None, adv[s], mask[s], normalizer=LossNormalizer(2), **kwargs).loss
+                        for s in (slice(0, 4), slice(4, 6)))
+    assert ours.item() == pytest.approx(-3.0) and equal_weights.item() == pytest.approx(-2.5)
 
 
 def test_mu_one_ratio_is_one_but_gradient_flows():

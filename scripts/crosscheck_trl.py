@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.grpo.config import GRPOArguments
-from pipeline.grpo.crosscheck import PARITY_CASES, parity_case
+from pipeline.grpo.crosscheck import PARITY_CASES, VARIANT_CASES, parity_case
 from pipeline.runtime import setup_logging
 
 logger = logging.getLogger("crosscheck_trl")
@@ -38,12 +38,13 @@ def unit_level(model_dir: Path, work: Path) -> bool:
     print("\nUnit level: our loss and gradients vs TRL GRPOTrainer._compute_loss (float64)")
     print(f"{'loss_type':<9} {'beta':>5} {'mu':>3} {'kl_corr':>7} {'our loss':>13} {'TRL loss':>13} {'grad err':>9}  ok")
     all_ok = True
-    for case in PARITY_CASES:
-        r = parity_case(model_dir, work / "unit", *case)
+    cases = [(*case, {}) for case in PARITY_CASES] + [(t, 0.04, mu, True, v) for t, mu, v in VARIANT_CASES]
+    for loss_type, beta, mu, kl, variant in cases:
+        r = parity_case(model_dir, work / "unit", loss_type, beta, mu, kl, variant=variant)
         all_ok &= r.ok()
-        loss_type, beta, mu, kl = case
+        options = " ".join(f"{k}={v}" for k, v in variant.items())
         print(f"{loss_type:<9} {beta:>5} {mu:>3} {str(kl):>7} {r.our_loss:>13.6e} {r.trl_loss:>13.6e} "
-              f"{r.max_grad_error:>9.1e}  {'yes' if r.ok() else 'NO'}")
+              f"{r.max_grad_error:>9.1e}  {'yes' if r.ok() else 'NO'}  {options}")
     return all_ok
 
 

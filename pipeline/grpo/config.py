@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.grpo.advantages import SCALE_REWARDS
-from pipeline.grpo.loss import LOSS_TYPES
+from pipeline.grpo.loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, PolicyObjective
 
 BACKENDS = ("ours", "trl")
 TRACKERS = ("none", "tensorboard", "wandb")
@@ -46,7 +46,18 @@ class GRPOArguments(ValidatedConfig):
     # --- advantages and loss ---
     scale_rewards: str = field_with_help("group", "Divide centred rewards by the group's std, the batch's, or none.",
                                          choices=SCALE_REWARDS)
-    loss_type: str = field_with_help("dapo", "Loss aggregation.", choices=LOSS_TYPES)
+    loss_type: str = field_with_help(
+        "dapo", "Policy objective and its averaging: grpo, bnpo, dr_grpo, dapo (clipped surrogate, averaged per "
+        "sequence / micro-batch / by B*L / over the batch's tokens), luspo (summed per sequence), cispo (clipped "
+        "ratio as a stopped weight on log p; epsilon_high is its cap, e.g. 5.0), sapo (sigmoid gate).",
+        choices=LOSS_TYPES)
+    importance_sampling_level: str = field_with_help(
+        "token", "Importance ratio per token, or per sequence (GSPO: exp of the mean token log-ratio).",
+        choices=IMPORTANCE_SAMPLING_LEVELS)
+    delta: float | None = field_with_help(
+        None, "Two-sided clipping (INTELLECT-2): also cap the ratio at delta; should exceed 1 + epsilon_high.")
+    sapo_temperature_pos: float = field_with_help(1.0, "sapo's gate temperature for positive advantages.")
+    sapo_temperature_neg: float = field_with_help(1.05, "sapo's gate temperature for non-positive advantages.")
     beta: float = field_with_help(0.04, "KL coefficient against the reference (the SFT policy); 0 loads no reference.")
     kl_importance_correction: bool = field_with_help(False, "Multiply the per-token KL by the importance ratio (TRL's use_bias_correction_kl).")
     epsilon_low: float = field_with_help(0.2, "Ratio clipped below at 1 - epsilon_low.")
@@ -93,6 +104,10 @@ class GRPOArguments(ValidatedConfig):
         require(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
         require(0 <= self.epsilon_low < 1, "epsilon_low", f"must be in [0, 1), got {self.epsilon_low}")
         require(self.epsilon_high >= 0, "epsilon_high", f"must be >= 0, got {self.epsilon_high}")
+        require(self.delta is None or self.delta > 1 + self.epsilon_high, "delta",
+                f"must be > 1 + epsilon_high ({1 + self.epsilon_high}), got {self.delta}")
+        require(self.sapo_temperature_pos > 0 and self.sapo_temperature_neg > 0, "sapo_temperature_pos",
+                "sapo temperatures must be > 0")
         require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
         require(self.logging_steps >= 1, "logging_steps", f"must be >= 1, got {self.logging_steps}")
         require(self.save_total_limit >= 1, "save_total_limit", f"must be >= 1, got {self.save_total_limit}")
@@ -112,3 +127,9 @@ class GRPOArguments(ValidatedConfig):
         """Checks that need the process count (known only once accelerate has started)."""
         require(self.prompts_per_step % num_processes == 0, "prompts_per_step",
                 f"{self.prompts_per_step} prompts do not split over {num_processes} processes; use a multiple")
+
+
+def policy_objective(args: GRPOArguments) -> PolicyObjective:
+    """The loss variant options of a run's config."""
+    return PolicyObjective(args.importance_sampling_level, args.delta, args.sapo_temperature_pos,
+                           args.sapo_temperature_neg)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from pipeline.grpo.logprobs import completion_logps
-from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, grpo_loss
+from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, PolicyObjective, grpo_loss
 
 BATCH, WIDTH, GROUP = 6, 5, 3
 # Padding, EOS at several places and one truncated row (no EOS) in every case.
@@ -22,6 +22,17 @@ PARITY_CASES = [
     for beta in (0.0, 0.04)
     for mu in (1, 2)
     for kl_correction in ((False, True) if beta else (False,))
+]
+# The variant options, each on the loss types it changes, with beta > 0, KL correction and mu 1 and 2.
+VARIANT_CASES = [
+    (loss_type, mu, variant)
+    for variant, loss_types in (
+        ({"importance_sampling_level": "sequence"}, ("grpo", "dapo", "cispo", "sapo", "luspo")),
+        ({"delta": 1.5}, ("grpo", "dapo")),
+        ({"sapo_temperature_pos": 0.5, "sapo_temperature_neg": 2.0}, ("sapo",)),
+    )
+    for loss_type in loss_types
+    for mu in (1, 2)
 ]
 
 
@@ -38,7 +49,7 @@ class ParityResult:
         return abs(self.our_loss - self.trl_loss) <= loss_atol + rtol * abs(self.trl_loss) and self.max_grad_error <= rtol
 
 
-def _trl_trainer(model, tokenizer, output_dir, loss_type, beta, mu, temperature, kl_correction):
+def _trl_trainer(model, tokenizer, output_dir, loss_type, beta, mu, temperature, kl_correction, variant):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -46,7 +57,7 @@ def _trl_trainer(model, tokenizer, output_dir, loss_type, beta, mu, temperature,
         output_dir=str(output_dir), per_device_train_batch_size=BATCH, num_generations=GROUP,
         max_completion_length=WIDTH, beta=beta, epsilon=0.2, epsilon_high=0.28, loss_type=loss_type,
         num_iterations=mu, temperature=temperature, use_cpu=True, bf16=False, report_to="none",
-        gradient_checkpointing=False, use_bias_correction_kl=kl_correction,
+        gradient_checkpointing=False, use_bias_correction_kl=kl_correction, **variant,
     )
     trainer = GRPOTrainer(model=model, reward_funcs=lambda prompts, completions, **kw: [0.0] * len(prompts),
                           args=args, train_dataset=Dataset.from_list([{"prompt": "hi"}] * BATCH),
@@ -71,14 +82,18 @@ def _batch(tokenizer, seed: int):
 
 
 def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, beta: float, mu: int,
-                kl_correction: bool, seed: int = 1, temperature: float = 0.9) -> ParityResult:
-    """Our loss and gradients vs TRL's ``_compute_loss`` on one float64 batch with the same log-prob inputs."""
+                kl_correction: bool, seed: int = 1, temperature: float = 0.9,
+                variant: dict | None = None) -> ParityResult:
+    """Our loss and gradients vs TRL's ``_compute_loss`` on one float64 batch with the same log-prob inputs.
+
+    variant: PolicyObjective options under TRL's names (importance_sampling_level, delta, sapo temperatures)."""
+    variant = variant or {}
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
-    trainer = _trl_trainer(model, tokenizer, output_dir, loss_type, beta, mu, temperature, kl_correction)
+    trainer = _trl_trainer(model, tokenizer, output_dir, loss_type, beta, mu, temperature, kl_correction, variant)
     model = trainer.model
     prompt_ids, prompt_mask, completion_ids, completion_mask, g = _batch(tokenizer, seed)
     input_ids = torch.cat([prompt_ids, completion_ids], 1)
@@ -106,10 +121,10 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
     ours = grpo_loss(logps, old, ref if beta else None, advantages, completion_mask, beta=beta, epsilon_low=0.2,
                      epsilon_high=0.28, loss_type=loss_type,
                      normalizer=LossNormalizer(1, tokens_per_process=tokens.item(), max_completion_length=WIDTH),
-                     kl_importance_correction=kl_correction)
+                     kl_importance_correction=kl_correction, objective=PolicyObjective(**variant))
     ours.loss.backward()
     params = dict(model.named_parameters())
     errors = [((params[n].grad - grad).abs().max() / grad.abs().max().clamp(min=1e-30)).item()
               for n, grad in trl_grads.items()]
-    return ParityResult((loss_type, beta, mu, kl_correction), ours.loss.item(), trl_loss.item(),
+    return ParityResult((loss_type, beta, mu, kl_correction, *variant.items()), ours.loss.item(), trl_loss.item(),
                         max(errors) if errors else float("inf"), ours.clip_low.item(), ours.clip_high.item())

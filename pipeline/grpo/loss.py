@@ -1,4 +1,13 @@
-"""The clipped surrogate loss with a per-token KL penalty, in each aggregation GRPO variants use.
+"""The policy-gradient objectives of GRPO and its variants, with a per-token KL penalty, in each
+aggregation they use. Definitions follow TRL 1.16's ``GRPOTrainer._compute_loss`` (checked by
+``scripts/crosscheck_trl.py``):
+
+- grpo / bnpo / dr_grpo / dapo / luspo: the PPO clipped surrogate ``-min(r A, clip(r, 1-eps_low, 1+eps_high) A)``,
+  optionally with two-sided clipping (``delta``, INTELLECT-2); they differ in how token losses are averaged;
+- cispo (MiniMax-M1 / ScaleRL): ``-sg(min(r, eps_high)) A log p``, the clipped ratio as a stopped weight;
+- sapo (Soft Adaptive Policy Optimization): ``-sigmoid(tau (r - 1)) 4 / tau A``, a smooth gate instead of a clip;
+- the ratio ``r`` per token, or per sequence (``importance_sampling_level: sequence``, GSPO): the exponential
+  of the mean log-ratio over the sequence's tokens.
 
 Shapes: B completions in a micro-batch, T completion positions (padded).
 """
@@ -9,7 +18,26 @@ from dataclasses import dataclass
 
 import torch
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+# How each loss type averages its token losses (see sequence_denominators).
+_SEQUENCE_MEAN = ("grpo", "sapo")  # mean over each sequence, then over sequences
+_TOKEN_MEAN = ("dapo", "cispo")  # mean over the generation batch's tokens
+
+
+@dataclass(frozen=True)
+class PolicyObjective:
+    """The variant options of the policy term beyond ``loss_type`` (TRL 1.16's names).
+
+    importance_sampling_level: "token" (one ratio per token) or "sequence" (GSPO: one per completion).
+    delta: two-sided clipping, the ratio is also capped at ``delta`` (None: off).
+    sapo_temperature_pos / sapo_temperature_neg: sapo's gate temperature for A > 0 / A <= 0.
+    """
+
+    importance_sampling_level: str = "token"
+    delta: float | None = None
+    sapo_temperature_pos: float = 1.0
+    sapo_temperature_neg: float = 1.05
 
 
 def per_token_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
@@ -45,8 +73,8 @@ def sequence_denominators(mask: torch.Tensor, loss_type: str, *, micro_batch_siz
 
     mask: ``[N, T]`` completion mask of this process's whole generation batch. Returns ``[N]``.
 
-    - grpo: ``len_i * N`` (mean over each sequence, then over the N sequences);
-    - dr_grpo: ``N * L``; dapo: the generation batch's tokens per process;
+    - grpo, sapo: ``len_i * N`` (mean over each sequence, then over the N sequences); luspo: ``N``;
+    - dr_grpo: ``N * L``; dapo, cispo: the generation batch's tokens per process;
     - bnpo: the token count of the configured micro-batch the completion belongs to, times the number of
       micro-batches: bnpo is defined per micro-batch (as TRL defines it), and fixing the denominators
       from the configured ``micro_batch_size`` keeps that objective when an out-of-memory retry cuts finer.
@@ -61,11 +89,13 @@ def sequence_denominators(mask: torch.Tensor, loss_type: str, *, micro_batch_siz
         raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
     lengths = mask.sum(-1).to(torch.float64).clamp(min=1.0)  # [N]
     n = mask.size(0)
-    if loss_type == "grpo":
+    if loss_type in _SEQUENCE_MEAN:
         return lengths * n
+    if loss_type == "luspo":  # sum over each sequence, mean over sequences
+        return torch.full((n,), float(n), dtype=torch.float64, device=mask.device)
     if loss_type == "dr_grpo":
         return torch.full((n,), float(n * max_completion_length), dtype=torch.float64, device=mask.device)
-    if loss_type == "dapo":
+    if loss_type in _TOKEN_MEAN:
         return torch.full((n,), max(float(tokens_per_process), 1.0), dtype=torch.float64, device=mask.device)
     blocks = torch.arange(n, device=mask.device) // micro_batch_size  # [N] configured micro-batch of each row
     block_tokens = torch.zeros(int(blocks.max()) + 1, dtype=torch.float64, device=mask.device)
@@ -86,6 +116,34 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def importance_ratio(logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.Tensor, level: str) -> torch.Tensor:
+    """``pi / pi_old``: [B, T] per token, or [B, 1] per sequence (exp of the mean log-ratio over its tokens).
+
+    >>> importance_ratio(torch.log(torch.tensor([[2.0, 8.0]])), torch.zeros(1, 2), torch.ones(1, 2), "sequence")
+    tensor([[4.]])
+    """
+    log_ratio = logps - old_logps  # [B, T]
+    if level == "token":
+        return torch.exp(log_ratio)
+    if level == "sequence":
+        return torch.exp((log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0))
+    raise ValueError(f"importance_sampling_level must be one of {', '.join(IMPORTANCE_SAMPLING_LEVELS)}, got {level!r}")
+
+
+def policy_token_loss(logps: torch.Tensor, ratio: torch.Tensor, adv: torch.Tensor, loss_type: str, epsilon_low: float,
+                      epsilon_high: float, objective: PolicyObjective) -> torch.Tensor:
+    """The policy term per token, [B, T] (or [B, 1] before broadcasting). ratio: [B, T] or [B, 1]; adv: [B, 1]."""
+    if loss_type == "cispo":
+        return -torch.clamp(ratio, max=epsilon_high).detach() * adv * logps
+    if loss_type == "sapo":
+        tau = torch.where(adv > 0, objective.sapo_temperature_pos, objective.sapo_temperature_neg)  # [B, 1]
+        return -torch.sigmoid(tau * (ratio - 1)) * 4 / tau * adv
+    clipped_ratio = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
+    if objective.delta is not None:
+        ratio = torch.clamp(ratio, max=objective.delta)
+    return -torch.min(ratio * adv, clipped_ratio * adv)
+
+
 def grpo_loss(
     logps: torch.Tensor,
     old_logps: torch.Tensor | None,
@@ -100,6 +158,7 @@ def grpo_loss(
     normalizer: LossNormalizer,
     kl_importance_correction: bool = False,
     denominators: torch.Tensor | None = None,
+    objective: PolicyObjective = PolicyObjective(),
 ) -> LossOutput:
     """Clipped surrogate + ``beta`` * per-token KL, aggregated by ``loss_type``.
 
@@ -112,8 +171,9 @@ def grpo_loss(
         mask: ``[B, T]`` 1 for completion tokens up to and including the first EOS.
         beta: KL coefficient.
         epsilon_low, epsilon_high: the ratio is clipped to ``[1 - epsilon_low, 1 + epsilon_high]``.
-        loss_type: ``grpo`` (mean over each sequence, then over sequences), ``bnpo`` (token mean over
-            the micro-batch), ``dr_grpo`` (sum / (B * L)), ``dapo`` (token mean over the generation batch).
+        loss_type: ``grpo``/``sapo`` (mean over each sequence, then over sequences), ``bnpo`` (token mean
+            over the micro-batch), ``dr_grpo`` (sum / (B * L)), ``dapo``/``cispo`` (token mean over the
+            generation batch), ``luspo`` (sum over each sequence, mean over sequences).
         normalizer: accumulation and process counts, see LossNormalizer.
         kl_importance_correction: multiply the per-token KL by the importance ratio (TRL's
             ``use_bias_correction_kl``, on by default there): the KL is then estimated under the
@@ -122,15 +182,15 @@ def grpo_loss(
             ``sum_i sum_t loss_it / denominators_i``, a term of the generation batch's loss whatever the
             micro-batch cut (``normalizer`` is not used). ``None``: this batch alone, aggregated by
             ``loss_type`` and divided by ``normalizer.num_micro_batches`` (TRL's accumulation).
+        objective: the variant options (sequence-level ratio, two-sided clipping, sapo temperatures).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
     mask = mask.to(logps.dtype)  # [B, T]
     old_logps = logps.detach() if old_logps is None else old_logps  # [B, T]
-    ratio = torch.exp(logps - old_logps)  # [B, T]
-    clipped_ratio = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)  # [B, T]
+    ratio = importance_ratio(logps, old_logps, mask, objective.importance_sampling_level)  # [B, T] or [B, 1]
     adv = advantages.unsqueeze(1)  # [B, 1]
-    per_token_loss = -torch.min(ratio * adv, clipped_ratio * adv)  # [B, T]
+    per_token_loss = policy_token_loss(logps, ratio, adv, loss_type, epsilon_low, epsilon_high, objective)
 
     kl = None
     if beta != 0.0:
@@ -144,20 +204,22 @@ def grpo_loss(
 
     if denominators is not None:
         loss = ((per_token_loss * mask).sum(-1) / denominators.to(per_token_loss.dtype)).sum()
-    elif loss_type == "grpo":
+    elif loss_type in _SEQUENCE_MEAN:
         loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    elif loss_type == "luspo":
+        loss = (per_token_loss * mask).sum(-1).mean()
     elif loss_type == "bnpo":
         loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
     elif loss_type == "dr_grpo":
         if normalizer.max_completion_length is None:
             raise ValueError("dr_grpo needs normalizer.max_completion_length")
         loss = (per_token_loss * mask).sum() / (per_token_loss.size(0) * normalizer.max_completion_length)
-    else:  # dapo: already normalised by the whole generation batch's token count
+    else:  # dapo, cispo: already normalised by the whole generation batch's token count
         if normalizer.tokens_per_process is None:
-            raise ValueError("dapo needs normalizer.tokens_per_process")
+            raise ValueError(f"{loss_type} needs normalizer.tokens_per_process")
         loss = (per_token_loss * mask).sum() / max(normalizer.tokens_per_process, 1.0)
     policy_loss = loss.detach()
-    if loss_type != "dapo" and denominators is None:
+    if loss_type not in _TOKEN_MEAN and denominators is None:
         loss = loss / normalizer.num_micro_batches
 
     with torch.no_grad():

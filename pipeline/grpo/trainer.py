@@ -20,7 +20,7 @@ from pipeline.checkpoint import find_checkpoint, load_checkpoint, save_checkpoin
 from pipeline.data import GSM8KExample, PromptTemplate, get_template, render_prompt
 from pipeline.generation import eos_token_ids
 from pipeline.grpo.advantages import group_advantages
-from pipeline.grpo.config import GRPOArguments
+from pipeline.grpo.config import GRPOArguments, policy_objective
 from pipeline.grpo.logprobs import completion_logps
 from pipeline.grpo.loss import LossNormalizer, grpo_loss, sequence_denominators
 from pipeline.grpo.rollout import Rollout, collate_rollout, group_seed
@@ -321,7 +321,7 @@ def train_on_rollout(state: GRPOState, rollout: Rollout, advantages: torch.Tenso
                                 epsilon_low=args.epsilon_low, epsilon_high=args.epsilon_high,
                                 loss_type=args.loss_type, normalizer=normalizer,
                                 kl_importance_correction=args.kl_importance_correction,
-                                denominators=denominators[rows])
+                                denominators=denominators[rows], objective=policy_objective(args))
                 acc.backward(out.loss)
             weight = 1.0 / (len(slices) * args.num_iterations)
             # The backpropagated micro-batch losses add up to the generation batch's loss.

@@ -1,8 +1,18 @@
+import math
+
 import pytest
 import torch
 
-from pipeline.grpo.crosscheck import PARITY_CASES, parity_case
-from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, grpo_loss, per_token_kl, sequence_denominators
+from pipeline.grpo.crosscheck import PARITY_CASES, VARIANT_CASES, parity_case
+from pipeline.grpo.loss import (
+    LOSS_TYPES,
+    LossNormalizer,
+    PolicyObjective,
+    grpo_loss,
+    importance_ratio,
+    per_token_kl,
+    sequence_denominators,
+)
 
 B, T = 6, 5
 MASK = torch.tensor(
@@ -187,3 +197,45 @@ def test_loss_and_gradients_equal_trl_compute_loss(tiny_model_dir, tmp_path, los
     assert result.ok()
     if mu > 1:
         assert result.clip_low > 0 and result.clip_high > 0  # clipping fired both ways
+
+
+@pytest.mark.parametrize("loss_type, mu, variant", VARIANT_CASES, ids=str)
+def test_variants_equal_trl_compute_loss(tiny_model_dir, tmp_path, loss_type, mu, variant):
+    """GSPO's sequence-level ratio, two-sided clipping (delta), cispo, sapo and luspo, with beta > 0 and TRL's KL
+    importance correction (which multiplies by the sequence-level ratio too)."""
+    result = parity_case(tiny_model_dir, tmp_path, loss_type, 0.04, mu, True, variant=variant)
+    assert abs(result.our_loss - result.trl_loss) <= 1e-6 + 1e-5 * abs(result.trl_loss), result
+    assert result.max_grad_error <= 1e-5, result
+
+
+def one_token_loss(ratio, advantage, loss_type, **objective):
+    """Loss and d loss / d logp of one token with the given ratio pi/pi_old (mu > 1), eps 0.2 / 0.28."""
+    logps = torch.zeros(1, 1, dtype=torch.float64, requires_grad=True)
+    old = torch.full((1, 1), -math.log(ratio), dtype=torch.float64)
+    out = grpo_loss(logps, old, None, torch.tensor([advantage], dtype=torch.float64), torch.ones(1, 1), beta=0.0,
+                    epsilon_low=0.2, epsilon_high=0.28, loss_type=loss_type, normalizer=LossNormalizer(1, 1.0, 1),
+                    objective=PolicyObjective(**objective))
+    (grad,) = torch.autograd.grad(out.loss, logps)
+    return out.loss.item(), grad.item()
+
+
+def test_variants_by_hand():
+    # Clipped surrogate, A = -1, ratio 2: -min(-2, -1.28) = 2, gradient -A * r = 2; delta = 1.5 caps it at 1.5.
+    assert one_token_loss(2.0, -1.0, "grpo") == pytest.approx((2.0, 2.0))
+    assert one_token_loss(2.0, -1.0, "grpo", delta=1.5) == pytest.approx((1.5, 0.0))
+    # cispo: -sg(min(r, eps_high)) * A * log p; at log p = 0 the loss is 0 and the gradient -min(2, 0.28) * A.
+    assert one_token_loss(2.0, -1.0, "cispo") == pytest.approx((0.0, 0.28))
+    # sapo: -sigmoid(tau (r - 1)) * 4 / tau * A; at r = 1, A = 1, tau = 1: -2, gradient -sigmoid'(0) * 4 * r = -1.
+    assert one_token_loss(1.0, 1.0, "sapo") == pytest.approx((-2.0, -1.0))
+    # A <= 0 uses tau_neg = 2: loss -sigmoid(0) * 4 / 2 * (-1) = 1.
+    assert one_token_loss(1.0, -1.0, "sapo", sapo_temperature_neg=2.0)[0] == pytest.approx(1.0)
+
+
+def test_sequence_level_ratio_is_the_geometric_mean_over_the_sequence():
+    """GSPO: token ratios 2 and 8 on a sequence of 2 tokens (and padding) give one ratio sqrt(16) = 4 for both."""
+    logps = torch.log(torch.tensor([[2.0, 8.0, 100.0]], dtype=torch.float64))
+    mask = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
+    ratio = importance_ratio(logps, torch.zeros_like(logps), mask, "sequence")
+    assert ratio.shape == (1, 1) and ratio.item() == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="importance_sampling_level must be one of token, sequence"):
+        importance_ratio(logps, logps, mask, "group")

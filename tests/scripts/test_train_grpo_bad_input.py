@@ -34,7 +34,7 @@ CASES = [
     (["--temperature", "0"], "error: option --temperature: must be > 0, got 0.0"),
     (["--top_p", "1.5"], "error: option --top_p: must be in (0, 1], got 1.5"),
     (["--beta", "-1"], "error: option --beta: must be >= 0, got -1.0"),
-    (["--loss_type", "ppo"], "error: argument --loss_type/--loss-type: invalid choice: 'ppo' (choose from 'grpo', 'bnpo', 'dr_grpo', 'dapo')"),
+    (["--loss_type", "ppo"], "error: argument --loss_type/--loss-type: invalid choice: 'ppo' (choose from 'grpo', 'bnpo', 'dr_grpo', 'dapo', 'cispo', 'sapo', 'luspo')"),
     (["--reward_weights", "1", "2", "3"], "error: option --reward_weights: needs one weight per reward function (2)"),
     (["--reward_funcs", "acuracy"], "error: option --reward_funcs: unknown reward 'acuracy'. Valid names: accuracy"),
     (["--reward_funcs", "no_such_module:fn"], "error: option --reward_funcs: reward 'no_such_module:fn': cannot import module 'no_such_module'"),

@@ -29,6 +29,7 @@ from rewards.parsing import (
 
 logger = logging.getLogger(__name__)
 EXTRACTIONS = ("strict", "flexible")
+SUMMARY_FILE = "summary.json"
 
 
 @dataclass
@@ -224,6 +225,6 @@ def write_results(output_dir: str | Path, records: Sequence[dict[str, Any]], sum
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     logger.info("wrote %s/predictions.jsonl and summary.json", out)
     return out

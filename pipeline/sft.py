@@ -166,6 +166,23 @@ def evaluate_on_test(model_args: ModelArguments, data_args: DataArguments, scrip
     return summary
 
 
+def finished_evaluation(folder: Path, script_args: SFTScriptArguments, training_args) -> dict[str, Any] | None:
+    """On a resumed run, the base model's evaluation already written with the same settings (it is not
+    repeated); None otherwise."""
+    from pipeline.evaluate import SUMMARY_FILE as EVAL_SUMMARY
+
+    path = folder / EVAL_SUMMARY
+    if not training_args.resume_from_checkpoint or not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    settings = summary.get("settings", {})
+    same = (settings.get("limit"), settings.get("max_new_tokens"), settings.get("seed")) == (
+        script_args.eval_limit, script_args.eval_max_new_tokens, training_args.seed)
+    if same:
+        logger.info("resumed run: reusing the base model's evaluation in %s", path)
+    return summary if same else None
+
+
 def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArguments, data_args: DataArguments) -> dict[str, Any]:
     """Train, save the adapter, merge it, and (optionally) evaluate before and after. Returns the summary."""
     from transformers import set_seed
@@ -179,7 +196,8 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArg
     summary: dict[str, Any] = {"train_examples": len(examples), "base_model": model_args.model_name_or_path}
 
     if script_args.eval_limit:
-        summary["before"] = evaluate_on_test(model_args, data_args, script_args, out / "eval_before", training_args.seed)
+        summary["before"] = finished_evaluation(out / "eval_before", script_args, training_args) or \
+            evaluate_on_test(model_args, data_args, script_args, out / "eval_before", training_args.seed)
 
     tokenizer = load_tokenizer(model_args, padding_side="right")
     model = load_model(model_args)

@@ -157,3 +157,20 @@ def test_resolve_resume(tmp_path):
     assert resolve_resume("latest", str(tmp_path)).endswith("checkpoint-12")
     with pytest.raises(FileNotFoundError, match="no such checkpoint folder"):
         resolve_resume(str(tmp_path / "nope"), str(tmp_path))
+
+
+def test_a_resumed_run_reuses_the_base_evaluation_only_with_the_same_settings(tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.sft import finished_evaluation
+
+    folder = tmp_path / "eval_before"
+    folder.mkdir()
+    written = {"num_problems": 8, "settings": {"limit": 8, "max_new_tokens": 32, "seed": 42}}
+    (folder / "summary.json").write_text(json.dumps(written))
+    script = SFTScriptArguments(eval_limit=8, eval_max_new_tokens=32)
+    assert finished_evaluation(folder, script, SimpleNamespace(resume_from_checkpoint="latest", seed=42)) == written
+    assert finished_evaluation(folder, script, SimpleNamespace(resume_from_checkpoint=None, seed=42)) is None
+    assert finished_evaluation(folder, SFTScriptArguments(eval_limit=8, eval_max_new_tokens=64),
+                               SimpleNamespace(resume_from_checkpoint="latest", seed=42)) is None
+    assert finished_evaluation(tmp_path / "missing", script, SimpleNamespace(resume_from_checkpoint="latest", seed=42)) is None

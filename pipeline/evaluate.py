@@ -138,7 +138,7 @@ def format_comparison(title: str, rows: Sequence[tuple[str, dict[str, Any]]]) ->
     """Greedy pass@1 (strict, flexible) and the marked-answer rate of several evaluations on the same
     problems, each with its 95% Wilson interval, then each row's paired change from the row above with
     its 95% interval (``*``: the interval excludes 0, a change larger than the noise)."""
-    width = 24
+    width = 27
     header = f"{'':<12}" + "".join(f"{label:>{width}}" for _, label in GREEDY_RATES)
     lines = [title, header]
     outcomes = [(name, summary["per_problem"]) for name, summary in rows]

@@ -307,6 +307,7 @@ def train_on_rollout(state: GRPOState, rollout: Rollout, advantages: torch.Tenso
     denominators = sequence_denominators(mask, args.loss_type, micro_batch_size=args.micro_batch_size,
                                          max_completion_length=args.max_completion_length,
                                          tokens_per_process=tokens_total / acc.num_processes)
+    objective = policy_objective(args)
     sums: dict[str, float] = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "entropy": 0.0, "grad_norm": 0.0}
     model.train()
     for _ in range(args.num_iterations):
@@ -321,7 +322,7 @@ def train_on_rollout(state: GRPOState, rollout: Rollout, advantages: torch.Tenso
                                 epsilon_low=args.epsilon_low, epsilon_high=args.epsilon_high,
                                 loss_type=args.loss_type, normalizer=normalizer,
                                 kl_importance_correction=args.kl_importance_correction,
-                                denominators=denominators[rows], objective=policy_objective(args))
+                                denominators=denominators[rows], objective=objective)
                 acc.backward(out.loss)
             weight = 1.0 / (len(slices) * args.num_iterations)
             # The backpropagated micro-batch losses add up to the generation batch's loss.

@@ -121,7 +121,8 @@ def _run_trl(backend, args, model_args, data_args, examples) -> tuple[list[float
 
 def run_worker(profile_name: str, backend: str, steps: int, warmup: int) -> dict:
     """Time ``warmup + steps`` steps of one backend in this process; returns its measurements."""
-    from pipeline.grpo.trainer import load_grpo_examples, run_step, setup
+    from pipeline.grpo.inputs import load_grpo_examples
+    from pipeline.grpo.trainer import run_step, setup
 
     profile = PROFILES[profile_name]
     work = Path(tempfile.mkdtemp(prefix=f"bench-{backend}-"))

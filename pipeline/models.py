@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from pipeline.arguments import EMBEDDED_MODEL, ModelArguments
+from pipeline.runtime import warn_if_cpu_bf16_is_slow
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +169,8 @@ def load_model(model_args: ModelArguments, device: str | torch.device | None = N
     """Load a causal LM: base model, merged folder, or base + LoRA adapter (from an adapter folder)."""
     from transformers import AutoModelForCausalLM
 
+    if model_args.dtype == "bfloat16":
+        warn_if_cpu_bf16_is_slow("dtype: bfloat16", on_gpu=torch.cuda.is_available() and str(device) != "cpu")
     path = resolve_model_path(model_args)
     adapter_path = None
     if is_adapter_folder(path):

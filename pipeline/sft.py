@@ -20,7 +20,7 @@ from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.data import GSM8KExample, PromptTemplate, get_template, split_train
 from pipeline.evaluate import evaluate_gsm8k, format_table, write_results
 from pipeline.models import add_lora, load_model, load_tokenizer
-from pipeline.runtime import GracefulInterrupt
+from pipeline.runtime import GracefulInterrupt, warn_if_cpu_bf16_is_slow
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,10 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArg
         summary["before"] = finished_evaluation(out / "eval_before", script_args, training_args) or \
             evaluate_on_test(model_args, data_args, script_args, out / "eval_before", training_args.seed)
 
+    if training_args.bf16:
+        import torch
+
+        warn_if_cpu_bf16_is_slow("bf16: true", on_gpu=torch.cuda.is_available() and not training_args.use_cpu)
     tokenizer = load_tokenizer(model_args, padding_side="right")
     model = load_model(model_args)
     if model_args.use_peft:

@@ -49,7 +49,8 @@ def unit_level(model_dir: Path, work: Path) -> bool:
 
 
 def run_level(model_dir: str, work: Path, steps: int, use_peft: bool) -> None:
-    from pipeline.grpo.trainer import load_grpo_examples, train
+    from pipeline.grpo.inputs import load_grpo_examples
+    from pipeline.grpo.trainer import train
     from pipeline.grpo.trl_backend import train_with_trl
 
     model_args = ModelArguments(model_name_or_path=model_dir, use_peft=use_peft, lora_r=8, lora_alpha=16,

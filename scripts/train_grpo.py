@@ -33,7 +33,8 @@ def print_before_after(summary: dict) -> None:
 
 
 def main(grpo_args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments) -> dict:
-    from pipeline.grpo.trainer import preflight, train
+    from pipeline.grpo.inputs import preflight
+    from pipeline.grpo.trainer import train
 
     examples, test_examples = preflight(grpo_args, model_args, data_args)  # fails before any weights load
     logger.info("GRPO on %d held-out train problems (disjoint from SFT's part)", len(examples))
@@ -53,7 +54,7 @@ def main(grpo_args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
 if __name__ == "__main__":
     from pipeline.config import ConfigError
     from pipeline.data import DataError
-    from pipeline.grpo.trainer import TrainingStopped
+    from pipeline.grpo.run_files import TrainingStopped
     from pipeline.models import ModelLoadError
 
     setup_logging()

@@ -10,7 +10,7 @@ import torch
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.data import GSM8KExample, get_template
 from pipeline.grpo.config import GRPOArguments
-from pipeline.grpo.trainer import _reward_functions
+from pipeline.grpo.inputs import reward_functions
 from pipeline.models import add_lora, load_model, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ def trl_config(args: GRPOArguments, num_processes: int = 1, **overrides):
         use_bias_correction_kl=args.kl_importance_correction, epsilon=args.epsilon_low,
         epsilon_high=args.epsilon_high, importance_sampling_level=args.importance_sampling_level, delta=args.delta,
         sapo_temperature_pos=args.sapo_temperature_pos, sapo_temperature_neg=args.sapo_temperature_neg,
+        top_entropy_quantile=args.top_entropy_quantile, entropy_coef=args.entropy_coef,
+        multi_objective_aggregation=args.multi_objective_aggregation,
         learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         lr_scheduler_type=args.lr_scheduler_type, warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,
         bf16=args.mixed_precision == "bf16", fp16=args.mixed_precision == "fp16", use_cpu=not torch.cuda.is_available(),
@@ -56,7 +58,7 @@ def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: D
     from trl import GRPOTrainer
 
     template = get_template(data_args.prompt_template)
-    reward_funcs = _reward_functions(args, template)
+    reward_funcs = reward_functions(args, template)
     for fn, name in zip(reward_funcs, args.reward_funcs):
         fn.__name__ = name  # TRL names its reward metrics after the function
     dataset = Dataset.from_list([

@@ -16,7 +16,8 @@ from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.checkpoint import find_checkpoint, save_checkpoint
 from pipeline.data import load_gsm8k
 from pipeline.grpo.config import GRPOArguments
-from pipeline.grpo.trainer import TrainingStopped, train
+from pipeline.grpo.run_files import TrainingStopped
+from pipeline.grpo.trainer import train
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent

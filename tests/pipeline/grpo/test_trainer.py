@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.grpo.config import GRPOArguments
-from pipeline.grpo.trainer import local_prompts, prompt_indices, reference_logps, setup, train
+from pipeline.grpo.inputs import local_prompts, prompt_indices
+from pipeline.grpo.trainer import reference_logps, setup, train
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent

@@ -1,0 +1,85 @@
+"""What a GRPO run reads before and during training: reward functions, the checks that need no
+weights, the GSM8K problems, and which problems each step uses."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from pipeline.arguments import DataArguments, ModelArguments
+from pipeline.data import GSM8KExample, PromptTemplate, get_template
+from pipeline.grpo.config import GRPOArguments
+from pipeline.grpo.state import GRPOState
+from rewards import load_reward
+
+
+def reward_functions(args: GRPOArguments, template: PromptTemplate) -> list[Any]:
+    """The configured reward functions, with the options they take from the run and the template."""
+    options = {"max_completion_length": args.max_completion_length,
+               "overlong_buffer_length": args.overlong_buffer_length,
+               "reasoning_tag": template.reasoning_tag, "answer_tag": template.answer_tag}
+    return [load_reward(name, **options) for name in args.reward_funcs]
+
+
+def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments):
+    """Every check that needs no weights, before any load: rewards, model path and size, data.
+
+    Returns (GRPO examples, test examples). Raises ConfigError, DataError or ModelLoadError naming the
+    option or file:line.
+    """
+    from transformers import AutoConfig
+
+    from pipeline.config import ConfigError
+    from pipeline.models import is_adapter_folder, resolve_model_path
+
+    try:
+        reward_functions(args, get_template(data_args.prompt_template))
+    except ValueError as exc:
+        raise ConfigError(f"option --reward_funcs: {exc}") from None
+    path = resolve_model_path(model_args)
+    if not is_adapter_folder(path) and Path(path).is_dir():
+        config = AutoConfig.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
+        limit = getattr(config, "max_position_embeddings", None)
+        needed = args.max_prompt_length + args.max_completion_length
+        if limit is not None and needed > limit:
+            raise ConfigError(f"option --max_completion_length: max_prompt_length + max_completion_length = {needed} "
+                              f"exceeds the model's {limit} positions; lower one of them")
+    examples, test = load_grpo_examples(data_args)
+    if not examples:
+        raise ConfigError("option --grpo_holdout_size: the GRPO stage has no problems; set it above 0")
+    return examples, test
+
+
+def load_grpo_examples(data_args: DataArguments) -> tuple[list[GSM8KExample], list[GSM8KExample]]:
+    """The GRPO hold-out of GSM8K train (disjoint from SFT's part) and the test split."""
+    from pipeline.sft import load_stage_examples
+
+    examples, _ = load_stage_examples(data_args, "grpo")
+    return examples, data_args.load_split("test").examples
+
+
+def prompt_indices(num_examples: int, step: int, prompts_per_step: int, seed: int) -> list[int]:
+    """Dataset indices of a step's prompts: a seeded permutation per epoch, a pure function of the step.
+
+    >>> epoch = prompt_indices(6, 0, 3, seed=0) + prompt_indices(6, 1, 3, seed=0)
+    >>> sorted(epoch)  # one epoch: every problem exactly once
+    [0, 1, 2, 3, 4, 5]
+    """
+    indices = []
+    for position in range(step * prompts_per_step, (step + 1) * prompts_per_step):
+        epoch, offset = divmod(position, num_examples)
+        order = list(range(num_examples))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        indices.append(order[offset])
+    return indices
+
+
+def local_prompts(state: GRPOState, step: int) -> list[tuple[int, GSM8KExample]]:
+    """This process's (global position, example) pairs for ``step``: whole groups, never split."""
+    args, acc = state.args, state.accelerator
+    indices = prompt_indices(len(state.examples), step, args.prompts_per_step, args.seed)
+    per_process = args.prompts_per_step // acc.num_processes
+    start = acc.process_index * per_process
+    positions = range(step * args.prompts_per_step + start, step * args.prompts_per_step + start + per_process)
+    return [(pos, state.examples[i]) for pos, i in zip(positions, indices[start : start + per_process])]

@@ -1,0 +1,66 @@
+"""The runtime state of a GRPO run (built by ``pipeline.grpo.trainer.setup``) and the policy it decodes with."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.data import GSM8KExample, PromptTemplate
+from pipeline.grpo.config import GRPOArguments
+from pipeline.models import MergedAdapterView
+from rewards.guard import RewardFaults
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GRPOState:
+    """Runtime objects of a run (built by ``setup``; the config stays a pure description)."""
+
+    args: GRPOArguments
+    accelerator: Any
+    model: Any  # prepared (possibly DDP-wrapped) policy
+    tokenizer: Any
+    optimizer: Any
+    scheduler: Any
+    ref_model: Any | None  # frozen copy without LoRA; None with LoRA (adapter disabled) or beta = 0
+    reward_funcs: list[Any]
+    template: PromptTemplate
+    system_prompt: str | None
+    examples: list[GSM8KExample]
+    eos_ids: set[int]
+    run_dir: Path
+    uses_lora: bool
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    faults: RewardFaults = field(default_factory=RewardFaults)
+    nonfinite_streak: int = 0
+    micro_batch_size: int = 0  # starts at args.micro_batch_size; halved after an out-of-memory error
+    generation_batch: int = 0  # completions decoded at once; halved after an out-of-memory error
+    merged_view: MergedAdapterView | None = None  # LoRA merged into a weight copy for decoding
+    updates_this_step: int = 0
+
+    @property
+    def policy(self):
+        return self.accelerator.unwrap_model(self.model)
+
+
+def decoding_view(policy, args: GRPOArguments) -> MergedAdapterView | None:
+    """A merged-weight view of a LoRA policy to decode with, or None to decode through the adapters."""
+    if not args.merge_adapter_for_generation:
+        return None
+    view = MergedAdapterView(policy)
+    # Under bf16/fp16 autocast the merged weight is rounded as a whole, losing a small ΔW.
+    if view.supported and args.mixed_precision == "no":
+        return view
+    logger.info("decoding through the LoRA adapters: a merged copy needs float32 weights and no mixed precision")
+    return None
+
+
+def sampling_model(state: GRPOState):
+    """The policy to decode with: LoRA merged into a weight copy when allowed, else the policy itself."""
+    # decoding_view only keeps a view that is supported.
+    return state.merged_view() if state.merged_view is not None else contextlib.nullcontext(state.policy)

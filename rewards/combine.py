@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rewards.guard import RewardFaults, call_reward
+from rewards.guard import RewardFaults, call_async_rewards, call_reward, is_async_reward
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def combine_rewards(
     As in TRL's GRPOTrainer, ``None`` ("no opinion") contributes nothing to the total. Each function
     is called through ``rewards.guard.call_reward``: one that raises, hangs past ``timeout``, returns
     the wrong length or non-finite values loses those values (``None``) and is counted in ``faults``.
+    ``async def`` functions run concurrently with each other (``call_async_rewards``), under the same guard.
 
     >>> one = lambda prompts, completions, **kw: [1.0] * len(completions)
     >>> half = lambda prompts, completions, **kw: [0.5, None]
@@ -56,9 +57,15 @@ def combine_rewards(
             f"got {len(reward_funcs)} reward functions, {len(names)} names and {len(weights)} weights; "
             "reward_weights needs one weight per reward function"
         )
+    results: dict[int, Any] = {}
+    async_indices = [i for i, fn in enumerate(reward_funcs) if is_async_reward(fn)]
+    if async_indices:  # all async functions at once, concurrently, before the synchronous ones
+        batch = call_async_rewards([(reward_funcs[i], names[i]) for i in async_indices], timeout, prompts,
+                                   completions, **columns)
+        results.update(zip(async_indices, batch))
     per_function: list[list[float | None]] = []
-    for fn, name in zip(reward_funcs, names):
-        result = call_reward(fn, name, timeout, prompts, completions, **columns)
+    for i, (fn, name) in enumerate(zip(reward_funcs, names)):
+        result = results[i] if i in results else call_reward(fn, name, timeout, prompts, completions, **columns)
         if result.problem:
             logger.warning("%s (%d of %d values lost)", result.problem, result.bad, len(completions))
         if faults is not None:

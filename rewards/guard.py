@@ -8,6 +8,8 @@ past an error-rate threshold.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import numbers
 import threading
@@ -51,6 +53,11 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def is_async_reward(fn: Callable[..., Any]) -> bool:
+    """An ``async def`` reward function (or a callable object whose ``__call__`` is one)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
 def call_reward(fn: Callable[..., Any], name: str, timeout: float | None, prompts: Sequence[Any],
                 completions: Sequence[Any], **columns: Any) -> GuardedResult:
     """Call one reward function defensively; never raises, returns within ``timeout`` seconds."""
@@ -67,11 +74,42 @@ def call_reward(fn: Callable[..., Any], name: str, timeout: float | None, prompt
     worker = threading.Thread(target=target, name=f"reward-{name}", daemon=True)
     worker.start()
     worker.join(timeout)
-    if worker.is_alive():
-        return GuardedResult([None] * n, n, f"reward {name!r} did not return within {timeout} s")
+    return _checked(outcome, name, timeout, n)
+
+
+def call_async_rewards(funcs: Sequence[tuple[Callable[..., Any], str]], timeout: float | None,
+                       prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[GuardedResult]:
+    """Run ``async def`` reward functions concurrently (one event loop, as TRL gathers them), each under the
+    same guard as ``call_reward``: its own ``timeout``, errors and bad values turned into ``None``."""
+    n = len(completions)
+    outcomes: list[dict[str, Any]] = [{} for _ in funcs]
+
+    async def guarded(fn: Callable[..., Any], outcome: dict[str, Any]) -> None:
+        try:
+            outcome["values"] = await asyncio.wait_for(
+                fn(prompts=list(prompts), completions=list(completions), **columns), timeout)
+        except asyncio.TimeoutError:
+            pass  # no outcome: reported as a timeout below
+        except BaseException as exc:
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+
+    async def gather() -> None:
+        await asyncio.gather(*(guarded(fn, outcome) for (fn, _), outcome in zip(funcs, outcomes)))
+
+    # Its own loop in a daemon thread: a coroutine that blocks the loop (a sync sleep inside) is abandoned.
+    worker = threading.Thread(target=lambda: asyncio.run(gather()), name="async-rewards", daemon=True)
+    worker.start()
+    worker.join(None if timeout is None else timeout + 1.0)
+    return [_checked(dict(outcome), name, timeout, n) for (_, name), outcome in zip(funcs, outcomes)]
+
+
+def _checked(outcome: dict[str, Any], name: str, timeout: float | None, n: int) -> GuardedResult:
+    """A plug-in's outcome (``values`` or ``error``; neither: it did not return in time) as checked values."""
     if "error" in outcome:
         return GuardedResult([None] * n, n, f"reward {name!r} raised {outcome['error']}")
-    raw = outcome.get("values")
+    if "values" not in outcome:
+        return GuardedResult([None] * n, n, f"reward {name!r} did not return within {timeout} s")
+    raw = outcome["values"]
     try:
         raw = list(raw)
     except TypeError:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 
 SCALE_REWARDS = ("group", "batch", "none")
+# How several reward functions become one advantage (TRL 1.16's multi_objective_aggregation).
+MULTI_OBJECTIVE_AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
 STD_EPS = 1e-4  # as in TRL's GRPOTrainer
 
 
@@ -80,3 +82,42 @@ def group_advantages(
     advantages = torch.nan_to_num(advantages, nan=0.0)
     zero_std = torch.isclose(torch.nan_to_num(group_std, nan=0.0), torch.zeros_like(group_std))
     return Advantages(advantages, group_mean, group_std, zero_std)
+
+
+def normalize_then_sum_advantages(per_function: torch.Tensor, weights: torch.Tensor, group_size: int,
+                                  eps: float = STD_EPS) -> Advantages:
+    """Advantages when each reward function is normalised in its group before the weighted sum (GDPO-style,
+    TRL's ``multi_objective_aggregation: normalize_then_sum``), so that a function with a large spread does not
+    drown the others; the sum is then centred and scaled over the whole batch.
+
+    Args:
+        per_function: ``[N, F]`` rewards of each function, groups contiguous; NaN where a function abstained
+            (left out of its group statistics, counted as 0 in the sum). A row where every function abstained
+            gets advantage 0 and is left out of the batch statistics.
+        weights: ``[F]`` reward weights.
+        group_size: G.
+
+    ``zero_std_groups`` flags every group when the batch's summed rewards have no spread (TRL logs it so).
+
+    >>> rewards = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+    >>> normalize_then_sum_advantages(rewards, torch.tensor([1.0, 1.0]), 2).advantages
+    tensor([ 0.8659, -0.8659,  0.8659, -0.8659])
+    """
+    if per_function.dim() != 2 or per_function.size(1) != weights.numel():
+        raise ValueError(f"per_function must be [N, {weights.numel()}] (one column per weight), "
+                         f"got shape {tuple(per_function.shape)}")
+    if group_size < 2 or per_function.size(0) % group_size:
+        raise ValueError(f"{per_function.size(0)} rows do not split into groups of {group_size} (>= 2)")
+    unscorable = torch.isnan(per_function).all(dim=1)  # [N]
+    grouped = per_function.view(-1, group_size, per_function.size(1))  # [N/G, G, F]
+    mean_k = torch.nanmean(grouped, dim=1, keepdim=True)  # [N/G, 1, F]
+    std_k = nanstd(grouped, dim=1, keepdim=True)  # [N/G, 1, F]
+    normalised = ((grouped - mean_k) / (std_k + eps)).view(-1, per_function.size(1))  # [N, F]
+    total = (normalised * weights.to(normalised.dtype)).nansum(dim=1)  # [N]
+    total[unscorable] = torch.nan
+    batch_std = nanstd(total)
+    advantages = torch.nan_to_num((total - torch.nanmean(total)) / (batch_std + eps), nan=0.0)
+    zero_std = torch.isclose(torch.nan_to_num(batch_std, nan=0.0), torch.zeros(()))
+    groups = per_function.size(0) // group_size
+    return Advantages(advantages, torch.nanmean(total.view(-1, group_size), dim=1),
+                      nanstd(total.view(-1, group_size), dim=1), zero_std.expand(groups).clone())

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.config import ValidatedConfig, field_with_help, require
-from pipeline.grpo.advantages import SCALE_REWARDS
+from pipeline.grpo.advantages import MULTI_OBJECTIVE_AGGREGATIONS, SCALE_REWARDS
 from pipeline.grpo.loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, PolicyObjective
+from pipeline.tracking import TRACKERS
 
 BACKENDS = ("ours", "trl")
-TRACKERS = ("none", "tensorboard", "wandb")
 
 
 @dataclass
@@ -46,6 +46,10 @@ class GRPOArguments(ValidatedConfig):
     # --- advantages and loss ---
     scale_rewards: str = field_with_help("group", "Divide centred rewards by the group's std, the batch's, or none.",
                                          choices=SCALE_REWARDS)
+    multi_objective_aggregation: str = field_with_help(
+        "sum_then_normalize", "Several reward functions: weighted sum then group-normalise (GRPO), or normalise "
+        "each function in its group, sum, then normalise over the batch (GDPO; scale_rewards is then unused).",
+        choices=MULTI_OBJECTIVE_AGGREGATIONS)
     loss_type: str = field_with_help(
         "dapo", "Policy objective and its averaging: grpo, bnpo, dr_grpo, dapo (clipped surrogate, averaged per "
         "sequence / micro-batch / by B*L / over the batch's tokens), luspo (summed per sequence), cispo (clipped "
@@ -58,6 +62,12 @@ class GRPOArguments(ValidatedConfig):
         None, "Two-sided clipping (INTELLECT-2): also cap the ratio at delta; should exceed 1 + epsilon_high.")
     sapo_temperature_pos: float = field_with_help(1.0, "sapo's gate temperature for positive advantages.")
     sapo_temperature_neg: float = field_with_help(1.05, "sapo's gate temperature for non-positive advantages.")
+    top_entropy_quantile: float = field_with_help(
+        1.0, "Train the policy term only on this fraction of each micro-batch's tokens, highest entropy first "
+             "(0.2 in the '80/20' paper); 1.0: all tokens.")
+    entropy_coef: float = field_with_help(
+        0.0, "Entropy bonus: subtract entropy_coef x the mean token entropy from the loss (keeps float32 "
+             "log-softmax rows for the backward pass); 0: none.")
     beta: float = field_with_help(0.04, "KL coefficient against the reference (the SFT policy); 0 loads no reference.")
     kl_importance_correction: bool = field_with_help(False, "Multiply the per-token KL by the importance ratio (TRL's use_bias_correction_kl).")
     epsilon_low: float = field_with_help(0.2, "Ratio clipped below at 1 - epsilon_low.")
@@ -108,6 +118,8 @@ class GRPOArguments(ValidatedConfig):
                 f"must be > 1 + epsilon_high ({1 + self.epsilon_high}), got {self.delta}")
         require(self.sapo_temperature_pos > 0 and self.sapo_temperature_neg > 0, "sapo_temperature_pos",
                 "sapo temperatures must be > 0")
+        require(0 < self.top_entropy_quantile <= 1, "top_entropy_quantile",
+                f"must be in (0, 1], got {self.top_entropy_quantile}")
         require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
         require(self.logging_steps >= 1, "logging_steps", f"must be >= 1, got {self.logging_steps}")
         require(self.save_total_limit >= 1, "save_total_limit", f"must be >= 1, got {self.save_total_limit}")
@@ -132,4 +144,4 @@ class GRPOArguments(ValidatedConfig):
 def policy_objective(args: GRPOArguments) -> PolicyObjective:
     """The loss variant options of a run's config."""
     return PolicyObjective(args.importance_sampling_level, args.delta, args.sapo_temperature_pos,
-                           args.sapo_temperature_neg)
+                           args.sapo_temperature_neg, args.top_entropy_quantile, args.entropy_coef)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from pipeline.grpo.logprobs import completion_logps
-from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, PolicyObjective, grpo_loss
+from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, PolicyObjective, grpo_loss, high_entropy_mask
 
 BATCH, WIDTH, GROUP = 6, 5, 3
 # Padding, EOS at several places and one truncated row (no EOS) in every case.
@@ -30,6 +30,9 @@ VARIANT_CASES = [
         ({"importance_sampling_level": "sequence"}, ("grpo", "dapo", "cispo", "sapo", "luspo")),
         ({"delta": 1.5}, ("grpo", "dapo")),
         ({"sapo_temperature_pos": 0.5, "sapo_temperature_neg": 2.0}, ("sapo",)),
+        ({"top_entropy_quantile": 0.4}, ("grpo", "dapo", "cispo")),
+        ({"entropy_coef": 0.05}, ("grpo", "dr_grpo", "dapo")),
+        ({"entropy_coef": 0.05, "top_entropy_quantile": 0.5}, ("bnpo", "sapo")),
     )
     for loss_type in loss_types
     for mu in (1, 2)
@@ -86,7 +89,8 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
                 variant: dict | None = None) -> ParityResult:
     """Our loss and gradients vs TRL's ``_compute_loss`` on one float64 batch with the same log-prob inputs.
 
-    variant: PolicyObjective options under TRL's names (importance_sampling_level, delta, sapo temperatures)."""
+    variant: PolicyObjective options under TRL's names (importance_sampling_level, delta, sapo temperatures,
+    top_entropy_quantile, entropy_coef)."""
     variant = variant or {}
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -117,11 +121,17 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
     trl_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     model.zero_grad()
-    logps, _ = completion_logps(model, input_ids, attention_mask, WIDTH, temperature=temperature)
+    objective = PolicyObjective(**variant)
+    logps, entropy = completion_logps(model, input_ids, attention_mask, WIDTH, temperature=temperature,
+                                      with_entropy=True, entropy_grad=objective.entropy_coef != 0.0)
+    entropy_mask = None
+    if objective.top_entropy_quantile < 1.0:
+        entropy_mask = high_entropy_mask(entropy.detach(), completion_mask, objective.top_entropy_quantile)
     ours = grpo_loss(logps, old, ref if beta else None, advantages, completion_mask, beta=beta, epsilon_low=0.2,
                      epsilon_high=0.28, loss_type=loss_type,
                      normalizer=LossNormalizer(1, tokens_per_process=tokens.item(), max_completion_length=WIDTH),
-                     kl_importance_correction=kl_correction, objective=PolicyObjective(**variant))
+                     kl_importance_correction=kl_correction, objective=objective, entropy=entropy,
+                     entropy_mask=entropy_mask)
     ours.loss.backward()
     params = dict(model.named_parameters())
     errors = [((params[n].grad - grad).abs().max() / grad.abs().max().clamp(min=1e-30)).item()

@@ -61,6 +61,7 @@ def completion_logps(
     temperature: float = 1.0,
     chunk_size: int | None = None,
     with_entropy: bool = False,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and optionally entropies) of the last ``completion_length`` tokens of each row.
 
@@ -68,6 +69,8 @@ def completion_logps(
     Logits are divided by the sampling temperature, as the sampler's distribution was.
     ``chunk_size`` rows go through the model at a time (``None``: all at once), each chunk trimmed of
     its all-padding columns (see ``trim_padding``); trimmed positions get log-prob and entropy 0.
+    Entropies are detached unless ``entropy_grad`` (an entropy bonus trains on them; it keeps each row's
+    float32 log-softmax for the backward pass).
     """
     chunk_size = chunk_size or input_ids.size(0)
     all_logps, all_entropy = [], []
@@ -82,6 +85,7 @@ def completion_logps(
         pad = (0, completion_length - kept)
         all_logps.append(torch.nn.functional.pad(selective_log_softmax(logits, targets), pad))  # [b, T]
         if with_entropy:
-            with torch.no_grad():
-                all_entropy.append(torch.nn.functional.pad(entropy_from_logits(logits.detach()), pad))
+            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+                source = logits if entropy_grad else logits.detach()
+                all_entropy.append(torch.nn.functional.pad(entropy_from_logits(source), pad))
     return torch.cat(all_logps), (torch.cat(all_entropy) if with_entropy else None)

@@ -7,7 +7,9 @@ aggregation they use. Definitions follow TRL 1.16's ``GRPOTrainer._compute_loss`
 - cispo (MiniMax-M1 / ScaleRL): ``-sg(min(r, eps_high)) A log p``, the clipped ratio as a stopped weight;
 - sapo (Soft Adaptive Policy Optimization): ``-sigmoid(tau (r - 1)) 4 / tau A``, a smooth gate instead of a clip;
 - the ratio ``r`` per token, or per sequence (``importance_sampling_level: sequence``, GSPO): the exponential
-  of the mean log-ratio over the sequence's tokens.
+  of the mean log-ratio over the sequence's tokens;
+- ``top_entropy_quantile`` (Wang et al. 2025, "80/20"): the policy term only on the micro-batch's
+  highest-entropy tokens; ``entropy_coef``: an entropy bonus, ``loss - coef * mean token entropy``.
 
 Shapes: B completions in a micro-batch, T completion positions (padded).
 """
@@ -32,12 +34,16 @@ class PolicyObjective:
     importance_sampling_level: "token" (one ratio per token) or "sequence" (GSPO: one per completion).
     delta: two-sided clipping, the ratio is also capped at ``delta`` (None: off).
     sapo_temperature_pos / sapo_temperature_neg: sapo's gate temperature for A > 0 / A <= 0.
+    top_entropy_quantile: the fraction of tokens (highest entropy first) the policy term trains on; 1.0: all.
+    entropy_coef: weight of the entropy bonus subtracted from the loss; 0.0: none.
     """
 
     importance_sampling_level: str = "token"
     delta: float | None = None
     sapo_temperature_pos: float = 1.0
     sapo_temperature_neg: float = 1.05
+    top_entropy_quantile: float = 1.0
+    entropy_coef: float = 0.0
 
 
 def per_token_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
@@ -130,6 +136,24 @@ def importance_ratio(logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.T
     raise ValueError(f"importance_sampling_level must be one of {', '.join(IMPORTANCE_SAMPLING_LEVELS)}, got {level!r}")
 
 
+def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float,
+                      all_entropies: torch.Tensor | None = None) -> torch.Tensor:
+    """The tokens whose entropy is at least the ``1 - quantile`` quantile of the batch's token entropies.
+
+    entropy, mask: ``[B, T]``. all_entropies: the completion tokens' entropies the threshold is taken over
+    (every process's, gathered); default: this batch's. Returns a ``[B, T]`` bool mask, False on padding.
+
+    >>> high_entropy_mask(torch.tensor([[0.1, 0.9, 0.5, 0.7]]), torch.tensor([[1, 1, 1, 0]]), 0.5).tolist()
+    [[False, True, True, False]]
+    """
+    mask = mask.bool()
+    values = entropy[mask].float() if all_entropies is None else all_entropies.float()
+    if values.numel() == 0:
+        return torch.zeros_like(mask)
+    threshold = torch.quantile(values, 1 - quantile)
+    return ((entropy * mask) >= threshold) & mask
+
+
 def policy_token_loss(logps: torch.Tensor, ratio: torch.Tensor, adv: torch.Tensor, loss_type: str, epsilon_low: float,
                       epsilon_high: float, objective: PolicyObjective) -> torch.Tensor:
     """The policy term per token, [B, T] (or [B, 1] before broadcasting). ratio: [B, T] or [B, 1]; adv: [B, 1]."""
@@ -159,6 +183,8 @@ def grpo_loss(
     kl_importance_correction: bool = False,
     denominators: torch.Tensor | None = None,
     objective: PolicyObjective = PolicyObjective(),
+    entropy: torch.Tensor | None = None,
+    entropy_mask: torch.Tensor | None = None,
 ) -> LossOutput:
     """Clipped surrogate + ``beta`` * per-token KL, aggregated by ``loss_type``.
 
@@ -167,7 +193,7 @@ def grpo_loss(
         old_logps: ``[B, T]`` log-probs under the policy that sampled them; ``None`` when mu = 1 (the
             ratio is then exactly 1 in value, and only its gradient matters).
         ref_logps: ``[B, T]`` log-probs under the frozen reference; needed when ``beta > 0``.
-        advantages: ``[B]`` one advantage per completion.
+        advantages: ``[B]`` one advantage per completion (GRPO), or ``[B, T]`` one per token (PPO's GAE).
         mask: ``[B, T]`` 1 for completion tokens up to and including the first EOS.
         beta: KL coefficient.
         epsilon_low, epsilon_high: the ratio is clipped to ``[1 - epsilon_low, 1 + epsilon_high]``.
@@ -182,15 +208,22 @@ def grpo_loss(
             ``sum_i sum_t loss_it / denominators_i``, a term of the generation batch's loss whatever the
             micro-batch cut (``normalizer`` is not used). ``None``: this batch alone, aggregated by
             ``loss_type`` and divided by ``normalizer.num_micro_batches`` (TRL's accumulation).
-        objective: the variant options (sequence-level ratio, two-sided clipping, sapo temperatures).
+        objective: the variant options (sequence-level ratio, two-sided clipping, sapo temperatures, entropy).
+        entropy: ``[B, T]`` token entropies of the policy, with grad; needed when ``objective.entropy_coef``
+            is not 0. The bonus is their mean over the micro-batch's (selected) tokens, divided by the number
+            of micro-batches, as TRL computes it.
+        entropy_mask: ``[B, T]`` from ``high_entropy_mask`` when ``objective.top_entropy_quantile < 1``:
+            the policy term is kept only there (the KL term stays on every token).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
     mask = mask.to(logps.dtype)  # [B, T]
     old_logps = logps.detach() if old_logps is None else old_logps  # [B, T]
     ratio = importance_ratio(logps, old_logps, mask, objective.importance_sampling_level)  # [B, T] or [B, 1]
-    adv = advantages.unsqueeze(1)  # [B, 1]
+    adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # [B, 1], or [B, T] per token (PPO)
     per_token_loss = policy_token_loss(logps, ratio, adv, loss_type, epsilon_low, epsilon_high, objective)
+    if entropy_mask is not None:
+        per_token_loss = per_token_loss * entropy_mask.to(per_token_loss.dtype)  # [B, T]
 
     kl = None
     if beta != 0.0:
@@ -221,6 +254,11 @@ def grpo_loss(
     policy_loss = loss.detach()
     if loss_type not in _TOKEN_MEAN and denominators is None:
         loss = loss / normalizer.num_micro_batches
+    if objective.entropy_coef != 0.0:
+        if entropy is None:
+            raise ValueError("entropy_coef != 0 needs the policy's token entropies (entropy=)")
+        selected = mask if entropy_mask is None else mask * entropy_mask.to(mask.dtype)  # [B, T]
+        loss = loss - objective.entropy_coef * _masked_mean(entropy, selected) / normalizer.num_micro_batches
 
     with torch.no_grad():
         clip_low = _masked_mean(((ratio < 1 - epsilon_low) & (adv < 0)).to(mask.dtype), mask)

@@ -40,3 +40,67 @@ def test_mismatched_weights_and_lengths():
         combine_rewards([one], ["one"], [1.0, 2.0], [""], [""])
     out = combine_rewards([one], ["one"], [1.0], ["", ""], ["", ""])  # wrong length: a fault, not a crash
     assert out.per_function == [[None, None]] and out.total == [0.0, 0.0]
+
+
+def test_async_rewards_run_concurrently_and_mix_with_sync_ones():
+    """Each async reward waits for the other to start: run one after the other, both would time out.
+    No clock is read; only concurrency lets them finish."""
+    import asyncio
+
+    started = {"judge": None, "checker": None}
+
+    def rendezvous(me: str, other: str, value: float):
+        async def reward(prompts, completions, **kwargs):
+            loop_event = started[me] = started[me] or asyncio.Event()
+            loop_event.set()
+            while started[other] is None or not started[other].is_set():
+                await asyncio.sleep(0.01)
+            return [value] * len(completions)
+        return reward
+
+    def sync(prompts, completions, **kwargs):
+        return [10.0] * len(completions)
+
+    out = combine_rewards([rendezvous("judge", "checker", 1.0), sync, rendezvous("checker", "judge", 2.0)],
+                          ["judge", "sync", "checker"], [1.0, 1.0, 1.0], ["p"] * 2, ["a", "b"], timeout=5.0)
+    assert out.per_function == [[1.0, 1.0], [10.0, 10.0], [2.0, 2.0]]  # in the order given
+    assert out.total == [13.0, 13.0]
+
+
+def test_async_rewards_are_guarded_like_sync_ones():
+    import asyncio
+
+    from rewards.guard import RewardFaults
+
+    async def hangs(prompts, completions, **kwargs):
+        await asyncio.sleep(60)
+
+    async def raises(prompts, completions, **kwargs):
+        raise RuntimeError("judge unreachable")
+
+    async def wrong_length(prompts, completions, **kwargs):
+        return [1.0]
+
+    async def fine(prompts, completions, **kwargs):
+        return [0.5] * len(completions)
+
+    faults = RewardFaults()
+    out = combine_rewards([hangs, raises, wrong_length, fine], ["hangs", "raises", "wrong_length", "fine"],
+                          [1.0] * 4, ["p"] * 2, ["a", "b"], timeout=0.2, faults=faults)
+    assert out.per_function == [[None, None], [None, None], [None, None], [0.5, 0.5]]
+    assert faults.rate("hangs") == faults.rate("raises") == faults.rate("wrong_length") == 1.0
+    assert faults.rate("fine") == 0.0
+    assert "did not return within 0.2 s" in faults.last_problem["hangs"]
+    assert "RuntimeError: judge unreachable" in faults.last_problem["raises"]
+    assert "returned 1 values for 2 completions" in faults.last_problem["wrong_length"]
+
+
+def test_an_async_reward_that_blocks_its_loop_is_abandoned():
+    import time
+
+    async def blocks(prompts, completions, **kwargs):
+        time.sleep(30)  # a sync sleep inside async code: the event loop itself is stuck
+        return [1.0] * len(completions)
+
+    out = combine_rewards([blocks], ["blocks"], [1.0], ["p"], ["a"], timeout=0.1)
+    assert out.per_function == [[None]]

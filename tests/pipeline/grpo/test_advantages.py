@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pipeline.grpo.advantages import group_advantages, nanstd
+from pipeline.grpo.advantages import group_advantages, nanstd, normalize_then_sum_advantages
 
 
 def test_group_normalisation_by_hand():
@@ -66,3 +66,33 @@ def test_matches_trl_nanstd():
 def test_bad_input(rewards, G, message):
     with pytest.raises(ValueError, match=message):
         group_advantages(rewards, G)
+
+
+def test_normalize_then_sum_by_hand():
+    """Two groups of 2, two functions (weights 1 and 2). Group 1: f1 = (1, 0) -> (+a, -a) with
+    a = 0.5 / (std 0.7071 + 1e-4); f2 = (0, 0) -> 0. Group 2: f1 = (1, 1) -> 0; f2 = (1, 0) -> (+a, -a).
+    Weighted sums: (a, -a, 2a, -2a); over the batch: mean 0, std sqrt((1 + 1 + 4 + 4) a^2 / 3)."""
+    rewards = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+    out = normalize_then_sum_advantages(rewards, torch.tensor([1.0, 2.0]), 2)
+    a = 0.5 / (math.sqrt(0.5) + 1e-4)
+    sums = torch.tensor([a, -a, 2 * a, -2 * a])
+    std = math.sqrt(10 * a * a / 3)
+    torch.testing.assert_close(out.advantages, sums / (std + 1e-4))
+    assert not out.zero_std_groups.any()
+    # The plain weighted sum (1, 0 | 3, 1) gives both groups +-0.707 (up to the 1e-4 in the std);
+    # here the second function's larger weight makes group 2's advantages twice group 1's.
+    plain = group_advantages(rewards @ torch.tensor([1.0, 2.0]), 2).advantages
+    torch.testing.assert_close(plain[:2], plain[2:], atol=1e-3, rtol=0)
+
+
+def test_normalize_then_sum_abstentions_and_errors():
+    nan = float("nan")
+    rewards = torch.tensor([[1.0, nan], [0.0, nan], [nan, nan], [1.0, 1.0]])
+    out = normalize_then_sum_advantages(rewards, torch.tensor([1.0, 1.0]), 2)
+    assert out.advantages[2] == 0  # every function abstained: no signal
+    assert out.advantages[0] > 0 > out.advantages[1]
+    assert not torch.isnan(out.advantages).any()
+    with pytest.raises(ValueError, match=r"must be \[N, 3\]"):
+        normalize_then_sum_advantages(rewards, torch.ones(3), 2)
+    with pytest.raises(ValueError, match="do not split into groups of 3"):
+        normalize_then_sum_advantages(rewards, torch.ones(2), 3)

@@ -9,6 +9,7 @@ from pipeline.grpo.loss import (
     LossNormalizer,
     PolicyObjective,
     grpo_loss,
+    high_entropy_mask,
     importance_ratio,
     per_token_kl,
     sequence_denominators,
@@ -242,3 +243,51 @@ def test_sequence_level_ratio_is_the_geometric_mean_over_the_sequence():
     assert ratio.shape == (1, 1) and ratio.item() == pytest.approx(4.0)
     with pytest.raises(ValueError, match="importance_sampling_level must be one of token, sequence"):
         importance_ratio(logps, logps, mask, "group")
+
+
+def test_high_entropy_mask_keeps_the_top_fraction_of_real_tokens():
+    """Five real tokens with entropies 0.1..0.5 (and padding with a large entropy that must not count):
+    quantile 0.4 keeps the tokens at or above the 60th percentile of the five, i.e. 0.34 -> 0.4 and 0.5."""
+    entropy = torch.tensor([[0.1, 0.5, 0.3, 9.0], [0.2, 0.4, 9.0, 9.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    assert high_entropy_mask(entropy, mask, 0.4).tolist() == [[False, True, False, False], [False, True, False, False]]
+    # The threshold can come from a larger (gathered) set: against entropies up to 1.0 nothing here is kept.
+    assert not high_entropy_mask(entropy, mask, 0.4, all_entropies=torch.tensor([0.1, 0.5, 0.8, 0.9, 1.0])).any()
+    assert high_entropy_mask(entropy, mask, 1.0).tolist() == mask.bool().tolist()
+
+
+def test_entropy_mask_stops_the_policy_gradient_on_masked_tokens_only():
+    logps = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+    old = torch.full((1, 2), -math.log(1.1), dtype=torch.float64)  # ratio 1.1 on both tokens, inside the clip
+    out = grpo_loss(logps, old, None, torch.tensor([1.0], dtype=torch.float64), torch.ones(1, 2), beta=0.0,
+                    epsilon_low=0.2, epsilon_high=0.28, loss_type="grpo", normalizer=LossNormalizer(1, 2.0, 2),
+                    entropy_mask=torch.tensor([[True, False]]))
+    (grad,) = torch.autograd.grad(out.loss, logps)
+    # mean over the sequence's 2 tokens of -r A on the kept token only: d/dlogp = -1.1 / 2 there, 0 elsewhere.
+    assert grad[0].tolist() == pytest.approx([-0.55, 0.0])
+
+
+def test_entropy_bonus_by_hand():
+    """Advantage 0, beta 0: the loss is only -coef x the mean entropy over the micro-batch's tokens, divided by
+    the 2 micro-batches: -0.1 * (1 + 3) / 2 / 2 = -0.1; each entropy's gradient is -0.1 / 2 / 2."""
+    logps = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    entropy = torch.tensor([[1.0, 3.0, 7.0]], dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1, 1, 0]])
+    out = grpo_loss(logps, None, None, torch.zeros(1, dtype=torch.float64), mask, beta=0.0, epsilon_low=0.2,
+                    epsilon_high=0.28, loss_type="grpo", normalizer=LossNormalizer(2, 2.0, 3),
+                    objective=PolicyObjective(entropy_coef=0.1), entropy=entropy)
+    assert out.loss.item() == pytest.approx(-0.1)
+    (grad,) = torch.autograd.grad(out.loss, entropy)
+    assert grad[0].tolist() == pytest.approx([-0.025, -0.025, 0.0])
+    with pytest.raises(ValueError, match="entropy_coef != 0 needs"):
+        grpo_loss(logps, None, None, torch.zeros(1, dtype=torch.float64), mask, beta=0.0, epsilon_low=0.2,
+                  epsilon_high=0.28, loss_type="grpo", normalizer=LossNormalizer(1, 2.0, 3),
+                  objective=PolicyObjective(entropy_coef=0.1))
+
+
+@pytest.mark.parametrize("variant", [{"top_entropy_quantile": 0.4}, {"entropy_coef": 0.05}], ids=str)
+def test_entropy_variants_change_trls_loss(tiny_model_dir, tmp_path, variant):
+    """The entropy parity cases are not vacuous: in TRL itself the option moves the loss of the same batch."""
+    plain = parity_case(tiny_model_dir, tmp_path / "plain", "dapo", 0.04, 1, True)
+    varied = parity_case(tiny_model_dir, tmp_path / "varied", "dapo", 0.04, 1, True, variant=variant)
+    assert abs(varied.trl_loss - plain.trl_loss) > 1e-4, (plain, varied)

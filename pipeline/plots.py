@@ -31,7 +31,7 @@ LABELS = {"baseline_return": "hand-crafted rule (greedy)", "greedy_return": "pol
 MIN_POINTS_TO_SMOOTH = 10  # a moving average of a few sparse points (periodic evals) only lags
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -73,7 +73,7 @@ def _series(rows: list[dict], pattern: str) -> dict[str, tuple[list, list]]:
 
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Write one PNG per panel with data into RUN_DIR/plots; returns the files."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = read_metrics(run_dir)
     out_dir = Path(run_dir) / PLOTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +117,7 @@ def _save(fig, path: Path, plt) -> Path:
 
 def plot_group_advantages(path: str | Path) -> Path:
     """Teaching figure: advantages of groups with different reward mixes and sizes."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = {"G=4, one right": [1, 0, 0, 0], "G=4, three right": [1, 1, 1, 0], "G=8, half right": [1, 0] * 4,
               "G=8, graded": [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0], "G=4, all right": [1, 1, 1, 1]}
     fig, axes = plt.subplots(1, len(groups), figsize=(15, 3.2), sharey=True)
@@ -132,7 +132,7 @@ def plot_group_advantages(path: str | Path) -> Path:
 
 def plot_clipped_objective(path: str | Path, epsilon_low: float = 0.2, epsilon_high: float = 0.28) -> Path:
     """Teaching figure: the clipped surrogate min(r A, clip(r) A) against the ratio r, for A > 0 and A < 0."""
-    plt = _pyplot()
+    plt = pyplot()
     ratio = torch.linspace(0.0, 2.0, 401)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, adv in zip(axes, (1.0, -1.0)):

@@ -7,7 +7,11 @@ the wrong one. Only the verifiable reward can tell the two apart.
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,21 +100,55 @@ def build_start_point(folder: Path, wrong_fraction: float = 0.6, sft_steps: int 
     return ToyStartPoint(path, addition_examples(train_pairs), addition_examples(held_pairs))
 
 
-def run_grpo(start: ToyStartPoint, output_dir: Path, reward_weight: float = 1.0, max_steps: int = 60,
-             logging_steps: int = 10) -> tuple[dict, Path]:
-    """GRPO from the start point with the exact-match reward times ``reward_weight`` (-1: the sign-flipped
-    control, whose advantages point the other way). Returns (the run's summary, its merged model folder)."""
-    from pipeline.arguments import DataArguments, ModelArguments
-    from pipeline.grpo.config import GRPOArguments
-    from pipeline.grpo.trainer import train
+def load_or_build_start_point(folder: Path, wrong_fraction: float = 0.6, sft_steps: int = 1500) -> ToyStartPoint:
+    """The start point saved in ``folder`` (built there first if missing, atomically, so runs started
+    together build it at most once each and never read half a folder)."""
+    folder = Path(folder)
+    recipe = {"wrong_fraction": wrong_fraction, "sft_steps": sft_steps}
+    marker = folder / "start.json"
+    if not marker.is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        build_start_point(staging, wrong_fraction, sft_steps)
+        (staging / "start.json").write_text(json.dumps(recipe))
+        try:
+            os.replace(staging, folder)  # fails if another run got there first: use theirs
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    saved = json.loads(marker.read_text())
+    if saved != recipe:
+        raise ValueError(f"{marker}: start point built with {saved}, not {recipe}; use another start_dir")
+    train_pairs, held_pairs = split_pairs(seed=0, held_out=200)
+    return ToyStartPoint(folder / "sft", addition_examples(train_pairs), addition_examples(held_pairs))
 
-    args = GRPOArguments(
+
+def toy_grpo_arguments(output_dir: Path, reward_weight: float = 1.0, max_steps: int = 60, logging_steps: int = 10):
+    """The toy run's GRPO options (configs/toy_grpo.yaml holds the same, for scripts/train_toy.py)."""
+    from pipeline.grpo.config import GRPOArguments
+
+    values = dict(
         output_dir=str(output_dir), max_steps=max_steps, prompts_per_step=16, num_generations=8, micro_batch_size=64,
         max_completion_length=4, max_prompt_length=16, reward_funcs=["exact_match"], reward_weights=[reward_weight],
         beta=0.0, learning_rate=3e-4, loss_type="dapo", save_steps=0, logging_steps=logging_steps,
     )
+    return GRPOArguments(**values)
+
+
+def run_grpo(start: ToyStartPoint, output_dir: Path, reward_weight: float = 1.0, max_steps: int = 60,
+             logging_steps: int = 10) -> tuple[dict, Path]:
+    """GRPO from the start point with the exact-match reward times ``reward_weight`` (-1: the sign-flipped
+    control, whose advantages point the other way). Returns (the run's summary, its merged model folder)."""
+    args = toy_grpo_arguments(output_dir, reward_weight, max_steps, logging_steps)
+    return train_toy(start, args)
+
+
+def train_toy(start: ToyStartPoint, args) -> tuple[dict, Path]:
+    """GRPO from the start point with any GRPOArguments; returns (the run's summary, its merged model folder)."""
+    from pipeline.arguments import DataArguments, ModelArguments
+    from pipeline.grpo.trainer import train
+
     summary = train(args, ModelArguments(model_name_or_path=str(start.model_dir)), DataArguments(), start.train)
-    return summary, Path(output_dir) / "final" / "merged"
+    return summary, Path(args.output_dir) / "final" / "merged"
 
 
 def held_out_outcomes(model_dir: Path, start: ToyStartPoint) -> list[int]:

@@ -15,6 +15,7 @@ import torch
 from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.grpo.advantages import group_advantages
 from pipeline.grpo.loss import LossNormalizer, grpo_loss
+from pipeline.tracking import TRACKERS, RunTracker
 
 
 @dataclass
@@ -26,6 +27,7 @@ class BanditConfig(ValidatedConfig):
     group_size: int = field_with_help(16, "G: pulls per step.")
     learning_rate: float = field_with_help(0.05, "Adam learning rate on the arm logits.")
     epsilon: float = field_with_help(0.2, "Clipping range.")
+    report_to: str = field_with_help("none", "Tracker (wandb works offline with WANDB_MODE=offline).", choices=TRACKERS)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,8 +62,13 @@ def train_bandit(config: BanditConfig) -> dict:
         rows.append({"step": step, "return": rewards.mean().item(),
                      "best_arm_probability": torch.softmax(logits, 0)[best].item()})
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tracker = RunTracker(config.report_to, run_dir, "grpo-pipeline-bandit", config.to_dict())
+    for row in rows:
+        tracker.log(row, step=row["step"])
+    tracker.close()
     final = torch.softmax(logits.detach(), 0).tolist()
-    summary = {"arm_probabilities_learned": final, "best_arm": best, "config": config.to_dict()}
+    summary = {"arm_probabilities_learned": final, "best_arm": best, "best_arm_probability": final[best],
+               "config": config.to_dict()}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     from pipeline.plots import plot_run
 

@@ -1,10 +1,12 @@
-"""GRPO on CartPole-v1 with pipeline.grpo's own advantage and clipped-loss functions.
+"""GRPO (or PPO, for comparison) on CartPole-v1 with pipeline.grpo's own advantage and clipped-loss functions.
 
 A group is G episodes from one start state (the same reset seed). The reward of an episode is its
 return (the number of steps the pole stayed up), and every action of the episode gets the episode's
 group-relative advantage: the outcome-reward form GRPO uses for language models, where a whole
 completion gets one score. (Per-step discounted returns would credit actions more precisely, but
 then the advantages would no longer be GRPO's; the point here is to run the very same functions.)
+``algorithm: ppo`` trains the same policy on the same number of episodes per iteration, each from its own
+start state, with per-step GAE advantages from a learned critic (``pipeline.classic.ppo``) in the same loss.
 """
 
 from __future__ import annotations
@@ -19,16 +21,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.classic.ppo import gae_advantages, make_value_function, normalised, value_loss
 from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.grpo.advantages import group_advantages
 from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, grpo_loss
+from pipeline.tracking import TRACKERS, RunTracker
 
 MAX_EPISODE_STEPS = 500
+ALGORITHMS = ("grpo", "ppo")
 
 
 @dataclass
 class CartPoleConfig(ValidatedConfig):
     output_dir: str = field_with_help("runs/cartpole", "Run folder: metrics.jsonl, summary.json, policy.pt, plots/.")
+    algorithm: str = field_with_help(
+        "grpo", "grpo: group-relative advantages over G episodes per start state; ppo: GAE advantages from a "
+        "learned critic, as many episodes per iteration, each from its own start state.", choices=ALGORITHMS)
     seed: int = field_with_help(0, "Seed of the policy's initialisation, the start states and the sampling.")
     iterations: int = field_with_help(40, "Training iterations (each: rollout, then num_updates clipped updates).")
     groups_per_iteration: int = field_with_help(4, "Start states (groups) per iteration.")
@@ -39,8 +47,12 @@ class CartPoleConfig(ValidatedConfig):
     epsilon_low: float = field_with_help(0.2, "Ratio clipped below at 1 - epsilon_low.")
     epsilon_high: float = field_with_help(0.2, "Ratio clipped above at 1 + epsilon_high.")
     loss_type: str = field_with_help("grpo", "Loss aggregation over an episode's steps.", choices=LOSS_TYPES)
+    gamma: float = field_with_help(0.99, "(ppo) Discount of the GAE advantages.")
+    gae_lambda: float = field_with_help(0.95, "(ppo) GAE's lambda.")
+    value_learning_rate: float = field_with_help(1e-2, "(ppo) Adam learning rate of the critic.")
     eval_seed_start: int = field_with_help(10_000, "First of the fixed evaluation seeds.")
     num_eval_seeds: int = field_with_help(20, "Evaluation episodes (seeds eval_seed_start, +1, ...).")
+    report_to: str = field_with_help("none", "Tracker (wandb works offline with WANDB_MODE=offline).", choices=TRACKERS)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,7 +75,7 @@ def hand_crafted_action(observation) -> int:
     return 1 if observation[2] > 0 else 0
 
 
-def _make_env():
+def make_env():
     import gymnasium as gym
 
     return gym.make("CartPole-v1", max_episode_steps=MAX_EPISODE_STEPS)
@@ -75,7 +87,7 @@ def rollout(policy: nn.Module, start_seeds: list[int], group_size: int, generato
 
     observations [N, T, 4], actions [N, T], mask [N, T], returns [N]  (N = len(start_seeds) * G)
     """
-    envs = [_make_env() for _ in range(len(start_seeds) * group_size)]
+    envs = [make_env() for _ in range(len(start_seeds) * group_size)]
     obs = [env.reset(seed=start_seeds[i // group_size])[0] for i, env in enumerate(envs)]  # a group shares its start
     alive = [True] * len(envs)
     observations, actions, masks = [], [], []
@@ -101,43 +113,68 @@ def action_logps(policy: nn.Module, observations: torch.Tensor, actions: torch.T
     return torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [N, T]
 
 
-def greedy_return(policy: nn.Module | None, seed: int) -> float:
-    """Return of one deterministic episode: argmax of the policy, or the hand-crafted rule if None."""
-    env = _make_env()
+def episode_states(policy: nn.Module | None, seed: int) -> list[list[float]]:
+    """Every state ``[x, x_dot, theta, theta_dot]`` of one deterministic episode: argmax of the policy, or
+    the hand-crafted rule if ``policy`` is None."""
+    env = make_env()
     obs, _ = env.reset(seed=seed)
-    total, done = 0.0, False
+    states, done = [obs.tolist()], False
     while not done:
         if policy is None:
             action = hand_crafted_action(obs)
         else:
             with torch.no_grad():
                 action = int(policy(torch.tensor(obs, dtype=torch.float32)).argmax())
-        obs, reward, terminated, truncated, _ = env.step(action)
-        total += reward
+        obs, _, terminated, truncated, _ = env.step(action)
+        states.append(obs.tolist())
         done = terminated or truncated
-    return total
+    return states
+
+
+def greedy_return(policy: nn.Module | None, seed: int) -> float:
+    """Return of one deterministic episode (CartPole pays 1 per step survived)."""
+    return float(len(episode_states(policy, seed)) - 1)
 
 
 def mean_greedy_return(policy: nn.Module | None, seeds) -> float:
     return sum(greedy_return(policy, s) for s in seeds) / len(seeds)
 
 
+def iteration_advantages(config: CartPoleConfig, policy: nn.Module, critic: nn.Module | None,
+                         seed_stream: random.Random, generator: torch.Generator):
+    """One iteration's episodes and advantages: GRPO's per episode [N], or PPO's per step [N, T] (with the
+    critic's targets). Both sample groups_per_iteration x group_size episodes."""
+    episodes = config.groups_per_iteration * config.group_size
+    if config.algorithm == "grpo":
+        starts = [seed_stream.randrange(1_000_000) for _ in range(config.groups_per_iteration)]
+        observations, actions, mask, returns = rollout(policy, starts, config.group_size, generator)
+        return observations, actions, mask, returns, group_advantages(returns, config.group_size).advantages, None
+    starts = [seed_stream.randrange(1_000_000) for _ in range(episodes)]
+    observations, actions, mask, returns = rollout(policy, starts, 1, generator)
+    with torch.no_grad():
+        values = critic(observations).squeeze(-1)  # [N, T]
+    advantages, targets = gae_advantages(mask, values, mask, config.gamma, config.gae_lambda)  # reward 1 per step
+    return observations, actions, mask, returns, normalised(advantages, mask), targets
+
+
 def train_cartpole(config: CartPoleConfig) -> dict:
     """Train with group-relative advantages and the clipped surrogate; writes metrics.jsonl and plots."""
     policy = make_policy(config.hidden_size, config.seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+    critic = make_value_function(config.hidden_size, config.seed) if config.algorithm == "ppo" else None
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=config.value_learning_rate) if critic else None
     generator = torch.Generator().manual_seed(config.seed)
     seed_stream = random.Random(config.seed)
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").write_text("")
     baseline = mean_greedy_return(None, config.eval_seeds)
+    tracker = RunTracker(config.report_to, run_dir, "grpo-pipeline-cartpole", config.to_dict())
     history = []
     for iteration in range(1, config.iterations + 1):
         started = time.perf_counter()
-        starts = [seed_stream.randrange(1_000_000) for _ in range(config.groups_per_iteration)]
-        observations, actions, mask, returns = rollout(policy, starts, config.group_size, generator)
-        advantages = group_advantages(returns, config.group_size).advantages  # [N]
+        observations, actions, mask, returns, advantages, targets = iteration_advantages(
+            config, policy, critic, seed_stream, generator)  # advantages: [N] (grpo) or [N, T] (ppo)
         with torch.no_grad():
             old = action_logps(policy, observations, actions)  # [N, T]
         for _ in range(config.num_updates):
@@ -148,7 +185,12 @@ def train_cartpole(config: CartPoleConfig) -> dict:
             optimizer.zero_grad()
             out.loss.backward()
             optimizer.step()
-        row = {"step": iteration, "return": returns.mean().item(), "baseline_return": baseline,
+            if critic is not None:
+                critic_optimizer.zero_grad()
+                value_loss(critic, observations, targets, mask).backward()
+                critic_optimizer.step()
+        row = {"step": iteration, "episodes": iteration * config.groups_per_iteration * config.group_size,
+               "return": returns.mean().item(), "baseline_return": baseline,
                "loss": out.loss.item(), "clip_low": out.clip_low.item(), "clip_high": out.clip_high.item(),
                "time/train": time.perf_counter() - started}
         if iteration % 10 == 0 or iteration == config.iterations:
@@ -156,7 +198,10 @@ def train_cartpole(config: CartPoleConfig) -> dict:
         history.append(row)
         with (run_dir / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps(row) + "\n")
+        tracker.log(row, step=iteration)
     final = mean_greedy_return(policy, config.eval_seeds)
+    tracker.log({"final_greedy_return": final}, step=config.iterations)
+    tracker.close()
     torch.save(policy.state_dict(), run_dir / "policy.pt")
     summary = {"greedy_return": final, "hand_crafted_return": baseline, "config": config.to_dict(), "history": history}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,75 @@
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.classic.bandit import BanditConfig, train_bandit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("sweep", ROOT / "scripts" / "sweep.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def sweep_args(out: Path, *extra: str) -> list[str]:
+    return [str(ROOT / "scripts" / "train_bandit.py"), "--config", str(ROOT / "configs" / "bandit.yaml"),
+            "--grid", "group_size=4,16", "--seeds", "0", "1", "--metric", "best_arm_probability",
+            "--curve", "best_arm_probability", "--workers", "2", "--output_dir", str(out), *extra]
+
+
+def test_a_tiny_sweep_tabulates_every_cell_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "sweep"
+    rows = load_script().main(sweep_args(out, "--", "--steps", "40"))
+
+    # Each cell is the bandit run with that group size and seed: redo them in this process.
+    expected = {}
+    for group_size in (4, 16):
+        finals = [train_bandit(BanditConfig(output_dir=str(tmp_path / f"direct-{group_size}-{seed}"), steps=40,
+                                            group_size=group_size, seed=seed)) for seed in (0, 1)]
+        expected[f"group_size={group_size}"] = [f["best_arm_probability"] for f in finals]
+    assert [r["cell"] for r in rows] == ["group_size=4", "group_size=16"]
+    for row in rows:
+        values = expected[row["cell"]]
+        assert row["seeds"] == 2
+        assert row["mean"] == pytest.approx(sum(values) / 2)
+        assert (row["min"], row["max"]) == pytest.approx((min(values), max(values)))
+        assert row["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    assert expected["group_size=4"] != expected["group_size=16"]  # the grid value reached the runs
+
+    with (out / "sweep.csv").open() as handle:
+        assert [r["cell"] for r in csv.DictReader(handle)] == ["group_size=4", "group_size=16"]
+    assert "| group_size=16 | 2 |" in (out / "sweep.md").read_text()
+    assert (out / "sweep.png").stat().st_size > 0
+    assert json.loads((out / "sweep.json").read_text())["grid"] == {"group_size": ["4", "16"]}
+
+    # Rerun: every cell is finished, so nothing runs again (the cell logs are not rewritten).
+    logs = {p: p.stat().st_mtime_ns for p in out.glob("*/sweep.log")}
+    assert len(logs) == 4
+    again = load_script().main(sweep_args(out, "--", "--steps", "40"))
+    assert again == rows
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/sweep.log")} == logs
+
+
+def test_a_failing_cell_is_reported_and_exits_nonzero(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_info:
+        load_script().main(sweep_args(tmp_path / "bad", "--", "--steps", "0"))  # steps must be >= 1
+    assert exit_info.value.code == 1
+    log = next((tmp_path / "bad").glob("group_size=4__seed=0/sweep.log")).read_text()
+    assert "steps" in log
+
+
+@pytest.mark.parametrize("spec, message", [("group_size", "write FIELD=V1,V2"), ("=1,2", "write FIELD=V1,V2"),
+                                           ("beta=", "write FIELD=V1,V2")])
+def test_bad_grid_names_the_spec(tmp_path, capsys, spec, message):
+    with pytest.raises(SystemExit):
+        load_script().main([str(ROOT / "scripts" / "train_bandit.py"), "--grid", spec, "--metric", "x",
+                            "--output_dir", str(tmp_path)])
+    assert message in capsys.readouterr().err

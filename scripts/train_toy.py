@@ -33,6 +33,9 @@ class ToyArguments(ValidatedConfig):
         require(self.sft_steps >= 1, "sft_steps", f"must be >= 1, got {self.sft_steps}")
 
 
+CONFIG_TYPES = [GRPOArguments, ToyArguments]
+
+
 def main(args: GRPOArguments, toy: ToyArguments) -> dict:
     start = load_or_build_start_point(Path(toy.start_dir), toy.wrong_fraction, toy.sft_steps)
     cached = Path(toy.start_dir) / "held_out_outcomes.json"
@@ -53,4 +56,4 @@ def main(args: GRPOArguments, toy: ToyArguments) -> dict:
 
 if __name__ == "__main__":
     setup_logging()
-    main(*parse_or_exit([GRPOArguments, ToyArguments], description=__doc__))
+    main(*parse_or_exit(CONFIG_TYPES, description=__doc__))

@@ -6,6 +6,7 @@ examples (a group is then G episodes from one start state).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -121,3 +122,23 @@ def normalize_then_sum_advantages(per_function: torch.Tensor, weights: torch.Ten
     groups = per_function.size(0) // group_size
     return Advantages(advantages, torch.nanmean(total.view(-1, group_size), dim=1),
                       nanstd(total.view(-1, group_size), dim=1), zero_std.expand(groups).clone())
+
+
+def process_advantages(acc, args, rewards: torch.Tensor, breakdown, group_size: int) -> Advantages:
+    """Group-relative advantages of this process's completions, by ``args.multi_objective_aggregation``.
+
+    acc: the accelerator (normalize_then_sum normalises over every process's completions); breakdown: the
+    rewards' RewardBreakdown. Processes hold whole groups, concatenated in process order.
+    """
+    if args.multi_objective_aggregation == "sum_then_normalize":
+        return group_advantages(rewards, group_size, args.scale_rewards)
+    per_function = torch.tensor([[math.nan if v is None else v for v in values] for values in breakdown.per_function],
+                                dtype=torch.float32).T  # [N, F]
+    # The sum is normalised over the whole batch, every process's completions (processes hold whole groups).
+    everything = acc.gather(per_function.to(acc.device)).cpu()  # [N_all, F]
+    result = normalize_then_sum_advantages(everything, torch.tensor(args.weights), group_size)
+    n, groups = per_function.size(0), per_function.size(0) // group_size
+    rows = slice(acc.process_index * n, (acc.process_index + 1) * n)
+    group_rows = slice(acc.process_index * groups, (acc.process_index + 1) * groups)
+    return Advantages(result.advantages[rows], result.group_mean[group_rows], result.group_std[group_rows],
+                      result.zero_std_groups[group_rows])

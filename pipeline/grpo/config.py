@@ -41,6 +41,11 @@ class GRPOArguments(ValidatedConfig):
     reward_weights: list[float] | None = field_with_help(None, "One weight per reward function (default: all 1.0).")
     overlong_buffer_length: int = field_with_help(64, "Buffer before max_completion_length for the 'overlong' reward.")
     reward_timeout: float = field_with_help(60.0, "Seconds a reward function may take per batch before it is abandoned.")
+    dynamic_sampling: bool = field_with_help(
+        False, "DAPO's dynamic sampling: replace groups whose rewards do not differ (advantage 0) by groups of "
+               "freshly sampled prompts, up to max_dynamic_sampling_rounds extra rounds per step.")
+    max_dynamic_sampling_rounds: int = field_with_help(
+        3, "Extra sampling rounds per step for dynamic_sampling (each samples as many prompts as the batch).")
     max_reward_error_rate: float = field_with_help(
         0.25, "Stop (after a checkpoint) once a reward function has lost more than this fraction of its values.")
     # --- advantages and loss ---
@@ -127,6 +132,8 @@ class GRPOArguments(ValidatedConfig):
         require(0 <= self.max_reward_error_rate <= 1, "max_reward_error_rate",
                 f"must be in [0, 1], got {self.max_reward_error_rate}")
         require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps", f"must be >= 1, got {self.max_nonfinite_steps}")
+        require(self.max_dynamic_sampling_rounds >= 0, "max_dynamic_sampling_rounds",
+                f"must be >= 0, got {self.max_dynamic_sampling_rounds}")
         require(self.logps_chunk_size >= 1, "logps_chunk_size", f"must be >= 1, got {self.logps_chunk_size}")
         for name in ("save_steps", "eval_steps", "eval_limit", "warmup_steps"):
             require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")

@@ -22,8 +22,9 @@ from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.checkpoint import find_checkpoint, load_checkpoint
 from pipeline.data import GSM8KExample, get_template, render_prompt
 from pipeline.generation import eos_token_ids
-from pipeline.grpo.advantages import Advantages, group_advantages, normalize_then_sum_advantages
+from pipeline.grpo.advantages import process_advantages
 from pipeline.grpo.config import GRPOArguments, policy_objective
+from pipeline.grpo.dynamic_sampling import Scored, extra_prompts, fill_with_informative_groups, take_groups
 from pipeline.grpo.inputs import local_prompts, reward_functions
 from pipeline.grpo.logprobs import completion_logps
 from pipeline.grpo.loss import LossNormalizer, grpo_loss, high_entropy_mask, sequence_denominators
@@ -198,23 +199,6 @@ def score(state: GRPOState, rollout: Rollout, batch: list[tuple[int, GSM8KExampl
     return total, breakdown
 
 
-def compute_advantages(state: GRPOState, rewards: torch.Tensor, breakdown: RewardBreakdown, group_size: int) -> Advantages:
-    """Group-relative advantages of this process's completions, by the run's multi_objective_aggregation."""
-    args, acc = state.args, state.accelerator
-    if args.multi_objective_aggregation == "sum_then_normalize":
-        return group_advantages(rewards, group_size, args.scale_rewards)
-    per_function = torch.tensor([[math.nan if v is None else v for v in values] for values in breakdown.per_function],
-                                dtype=torch.float32).T  # [N, F]
-    # The sum is normalised over the whole batch, every process's completions (processes hold whole groups).
-    everything = acc.gather(per_function.to(acc.device)).cpu()  # [N_all, F]
-    result = normalize_then_sum_advantages(everything, torch.tensor(args.weights), group_size)
-    n, groups = per_function.size(0), per_function.size(0) // group_size
-    rows = slice(acc.process_index * n, (acc.process_index + 1) * n)
-    group_rows = slice(acc.process_index * groups, (acc.process_index + 1) * groups)
-    return Advantages(result.advantages[rows], result.group_mean[group_rows], result.group_std[group_rows],
-                      result.zero_std_groups[group_rows])
-
-
 # --- step ---------------------------------------------------------------------------------------------------------
 
 
@@ -314,18 +298,41 @@ def run_step(state: GRPOState) -> dict[str, float]:
     rollout = generate(state, batch, ignore_eos=state.args.ignore_eos)
     t1 = time.perf_counter()
     rewards, breakdown = score(state, rollout, batch)
-    advantages = compute_advantages(state, rewards, breakdown, rollout.group_size)
+    resampling: dict[str, float] = {}
+    if state.args.dynamic_sampling:  # time/score then includes the extra rounds' generation
+        batch, rollout, rewards, breakdown, resampling = _dynamic_sampling(state, batch, rollout, rewards, breakdown)
+    advantages = process_advantages(state.accelerator, state.args, rewards, breakdown, rollout.group_size)
     t2 = time.perf_counter()
     old, ref = reference_logps(state, rollout)
     t3 = time.perf_counter()
     train = _train_with_retry(state, rollout, advantages.advantages, old, ref)
     t4 = time.perf_counter()
     timing = {"generate": t1 - t0, "score": t2 - t1, "reference": t3 - t2, "train": t4 - t3, "step": t4 - t0}
-    metrics = step_metrics(state, rollout, rewards, breakdown, advantages, train, timing)
+    metrics = step_metrics(state, rollout, rewards, breakdown, advantages, train, timing) | resampling
     state.step += 1
     if state.accelerator.is_main_process and state.step % state.args.logging_steps == 0:
         write_samples(state, batch, rollout, rewards)
     return metrics
+
+
+def _dynamic_sampling(state: GRPOState, batch, rollout: Rollout, rewards: torch.Tensor, breakdown: RewardBreakdown):
+    """DAPO's dynamic sampling (see pipeline.grpo.dynamic_sampling): the batch with zero-spread groups replaced."""
+    args, acc, tokenizer = state.args, state.accelerator, state.tokenizer
+
+    def sample(prompts):
+        extra = generate(state, prompts, ignore_eos=args.ignore_eos)
+        return Scored(prompts, extra, *score(state, extra, prompts))
+
+    def more_prompts(round_index: int):
+        return extra_prompts(state.examples, state.step, round_index, len(batch), args.seed, acc.process_index)
+
+    def collate(picks):
+        return take_groups(picks, pad_token_id=tokenizer.pad_token_id, eos_ids=state.eos_ids,
+                           mask_truncated_completions=args.mask_truncated_completions, tokenizer=tokenizer)
+
+    result, metrics = fill_with_informative_groups(Scored(batch, rollout, rewards, breakdown), sample, more_prompts,
+                                                   args.max_dynamic_sampling_rounds, collate)
+    return result.batch, result.rollout, result.rewards, result.breakdown, metrics
 
 
 def _train_with_retry(state: GRPOState, rollout: Rollout, advantages, old, ref) -> dict[str, float]:

@@ -78,6 +78,7 @@ def _script_for(config_path: Path) -> Path:
 def _load_script(path: Path):
     spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # a dataclass defined in the script looks its module up there
     spec.loader.exec_module(module)
     return module
 

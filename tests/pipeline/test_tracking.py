@@ -75,4 +75,7 @@ def test_sft_logs_to_wandb_offline(tiny_model_dir, tmp_path, wandb_offline):
     run_sft(SFTScriptArguments(eval_limit=0), config,
             ModelArguments(model_name_or_path=str(tiny_model_dir), use_peft=True, lora_r=2, lora_alpha=4),
             DataArguments(max_train_samples=4, grpo_holdout_size=1000))
+    import wandb
+
+    wandb.finish()  # transformers leaves the run open; a process would close it at exit
     assert b"train/loss" in offline_run_log(tmp_path)

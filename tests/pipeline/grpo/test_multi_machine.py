@@ -40,21 +40,24 @@ def test_two_machines_on_localhost_reach_the_one_process_weights(tiny_model_dir,
     assert one.returncode == 0, one.stderr[-3000:]
 
     port = str(unused_port())
+    logs = [(tmp_path / f"machine-{rank}.log").open("w") for rank in (0, 1)]
+    # Output to files, not pipes: a full pipe would block one machine inside a collective and hang both.
     machines = [
         subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch",
                           "--config_file", "configs/accelerate/two_nodes_cpu.yaml", "--machine_rank", str(rank),
                           "--main_process_ip", "127.0.0.1", "--main_process_port", port,
                           *grpo_command(tiny_model_dir, mini_gsm8k, tmp_path / "two-machines")],
-                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=ROOT, env=env, stdout=logs[rank], stderr=subprocess.STDOUT)
         for rank in (0, 1)
     ]
     try:
-        outputs = [machine.communicate(timeout=600) for machine in machines]
+        codes = [machine.wait(timeout=300) for machine in machines]
     finally:
-        for machine in machines:
+        for machine, log in zip(machines, logs):
             machine.kill()
-    for rank, (machine, (_, stderr)) in enumerate(zip(machines, outputs)):
-        assert machine.returncode == 0, f"machine {rank}:\n{stderr[-3000:]}"
+            log.close()
+    for rank, code in enumerate(codes):
+        assert code == 0, f"machine {rank}:\n{(tmp_path / f'machine-{rank}.log').read_text()[-3000:]}"
 
     config = json.loads((tmp_path / "two-machines" / "config.json").read_text())
     assert config["processes"] == 2

@@ -21,3 +21,10 @@ def flaky(prompts, completions, **kwargs):
     if _calls["n"] % 2 == 0:
         raise RuntimeError("flaky service")
     return [0.0] * len(completions)
+
+
+def half_constant(prompts, completions, **kwargs):
+    """0.5 for every sample of a prompt whose text has an even length (no spread in that group);
+    otherwise digit_fraction, which differs between samples."""
+    varied = digit_fraction(prompts, completions)
+    return [0.5 if len(completion_to_text(p)) % 2 == 0 else v for p, v in zip(prompts, varied)]

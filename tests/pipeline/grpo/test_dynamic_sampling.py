@@ -1,0 +1,110 @@
+"""DAPO's dynamic sampling (no TRL equivalent): zero-spread groups are replaced, within a round cap."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.arguments import DataArguments, ModelArguments
+from pipeline.data import load_gsm8k
+from pipeline.grpo.config import GRPOArguments
+from pipeline.grpo.dynamic_sampling import Scored, extra_prompts, informative_groups, take_groups
+from pipeline.grpo.rollout import collate_rollout
+from pipeline.grpo.trainer import train
+from pipeline.models import load_tokenizer
+from rewards import RewardBreakdown
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def plugin_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return load_gsm8k(split="train").examples[:40]
+
+
+def run(tmp_path, name, examples, tiny_model_dir, **overrides):
+    values = dict(output_dir=str(tmp_path / name), max_steps=3, prompts_per_step=4, num_generations=2,
+                  micro_batch_size=8, max_completion_length=6, reward_funcs=["toy_rewards:half_constant"],
+                  learning_rate=1e-3, beta=0.0, save_steps=0, seed=5, num_logged_samples=8)
+    values.update(overrides)
+    train(GRPOArguments(**values), ModelArguments(model_name_or_path=str(tiny_model_dir), use_peft=True, lora_r=2,
+                                                  lora_alpha=4), DataArguments(), examples)
+    metrics = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (tmp_path / name / "samples.jsonl").read_text().splitlines()]
+    return metrics, samples
+
+
+def test_zero_spread_groups_are_replaced_until_the_batch_is_full(tiny_model_dir, examples, tmp_path):
+    plain, _ = run(tmp_path, "plain", examples, tiny_model_dir)
+    assert any(m["frac_reward_zero_std"] > 0 for m in plain)  # the reward really leaves some groups flat
+
+    dynamic, samples = run(tmp_path, "dynamic", examples, tiny_model_dir, dynamic_sampling=True,
+                           max_dynamic_sampling_rounds=8)
+    assert [m["frac_reward_zero_std"] for m in dynamic] == [0.0, 0.0, 0.0]
+    assert [m["dynamic_sampling/informative_groups"] for m in dynamic] == [4.0, 4.0, 4.0]
+    assert any(m["dynamic_sampling/rounds"] >= 1 for m in dynamic)
+    for m in dynamic:  # every extra round samples a whole batch: 4 prompts x 2
+        assert m["dynamic_sampling/completions_sampled"] == 8 * (1 + m["dynamic_sampling/rounds"])
+    # The step's logged samples (the whole batch) are the kept groups: none of them flat.
+    for step in (1, 2, 3):
+        rewards = [x["reward"] for x in samples if x["step"] == step]
+        assert len(rewards) == 8 and all(rewards[i] != rewards[i + 1] for i in range(0, 8, 2))
+
+    again, _ = run(tmp_path, "again", examples, tiny_model_dir, dynamic_sampling=True, max_dynamic_sampling_rounds=8)
+    timing = ("time/", "per_second", "seconds")
+    assert [{k: v for k, v in m.items() if not any(t in k for t in timing)} for m in again] == \
+        [{k: v for k, v in m.items() if not any(t in k for t in timing)} for m in dynamic]  # reproducible
+
+
+def test_the_round_cap_leaves_flat_groups_in_the_batch(tiny_model_dir, examples, tmp_path):
+    capped, _ = run(tmp_path, "capped", examples, tiny_model_dir, dynamic_sampling=True, max_dynamic_sampling_rounds=0)
+    plain, _ = run(tmp_path, "plain", examples, tiny_model_dir)
+    assert [m["dynamic_sampling/rounds"] for m in capped] == [0.0, 0.0, 0.0]
+    # Nothing resampled: the same batch, rewards and update as without dynamic sampling.
+    assert [m["reward"] for m in capped] == [m["reward"] for m in plain]
+    assert [m["loss"] for m in capped] == pytest.approx([m["loss"] for m in plain], abs=1e-7)
+    assert [m["dynamic_sampling/informative_groups"] for m in capped] == [
+        4 * (1 - m["frac_reward_zero_std"]) for m in plain]
+
+
+def test_take_groups_reassembles_the_chosen_groups(tiny_model_dir, examples):
+    from pipeline.arguments import ModelArguments as MA
+
+    tokenizer = load_tokenizer(MA(model_name_or_path=str(tiny_model_dir)))
+    eos = {tokenizer.eos_token_id}
+
+    def scored(seed, lengths):
+        g = torch.Generator().manual_seed(seed)
+        prompts = [torch.randint(5, 50, (n,), generator=g) for n in lengths]
+        groups = [(p, torch.randint(5, 50, (2, 3 + i), generator=g)) for i, p in enumerate(prompts)]
+        rollout = collate_rollout(groups, pad_token_id=tokenizer.pad_token_id, eos_ids=eos, group_size=2,
+                                  mask_truncated_completions=False, tokenizer=tokenizer)
+        rewards = torch.arange(2 * len(lengths), dtype=torch.float32) + 10 * seed
+        breakdown = RewardBreakdown(["r"], [rewards.tolist()], rewards.tolist())
+        return Scored([(seed * 100 + i, examples[i]) for i in range(len(lengths))], rollout, rewards, breakdown), groups
+
+    (a, a_groups), (b, b_groups) = scored(1, [3, 5]), scored(2, [4])
+    out = take_groups([(a, 1), (b, 0)], pad_token_id=tokenizer.pad_token_id, eos_ids=eos,
+                      mask_truncated_completions=False, tokenizer=tokenizer)
+    assert [position for position, _ in out.batch] == [101, 200]
+    assert out.rewards.tolist() == [12.0, 13.0, 20.0, 21.0] == out.breakdown.total == out.breakdown.per_function[0]
+    for row, (prompt, completion) in zip(range(0, 4, 2), [a_groups[1], b_groups[0]]):
+        assert out.rollout.prompt_ids[row][out.rollout.prompt_mask[row].bool()].tolist() == prompt.tolist()
+        width = completion.size(1)
+        assert out.rollout.completion_ids[row : row + 2, :width].tolist() == completion.tolist()
+    assert out.rollout.completions[2:] == b.rollout.completions
+
+
+def test_extra_prompts_are_seeded_apart_from_the_main_stream(examples):
+    first = extra_prompts(examples, step=3, round_index=1, count=4, seed=5, process_index=0)
+    assert first == extra_prompts(examples, step=3, round_index=1, count=4, seed=5, process_index=0)
+    assert first != extra_prompts(examples, step=3, round_index=2, count=4, seed=5, process_index=0)
+    assert first != extra_prompts(examples, step=3, round_index=1, count=4, seed=5, process_index=1)
+    assert all(position >= 10**7 for position, _ in first)
+    assert informative_groups(torch.tensor([0.0, 0.0, float("nan"), 1.0]), 2) == [False, False]

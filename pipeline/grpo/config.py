@@ -70,6 +70,9 @@ class GRPOArguments(ValidatedConfig):
     top_entropy_quantile: float = field_with_help(
         1.0, "Train the policy term only on this fraction of each micro-batch's tokens, highest entropy first "
              "(0.2 in the '80/20' paper); 1.0: all tokens.")
+    off_policy_mask_threshold: float | None = field_with_help(
+        None, "Off-policy sequence mask (DeepSeek-V3.2): drop the policy term of a negative-advantage completion "
+              "whose mean token KL from the sampling policy exceeds this; matters with num_iterations > 1.")
     entropy_coef: float = field_with_help(
         0.0, "Entropy bonus: subtract entropy_coef x the mean token entropy from the loss (keeps float32 "
              "log-softmax rows for the backward pass); 0: none.")
@@ -151,4 +154,5 @@ class GRPOArguments(ValidatedConfig):
 def policy_objective(args: GRPOArguments) -> PolicyObjective:
     """The loss variant options of a run's config."""
     return PolicyObjective(args.importance_sampling_level, args.delta, args.sapo_temperature_pos,
-                           args.sapo_temperature_neg, args.top_entropy_quantile, args.entropy_coef)
+                           args.sapo_temperature_neg, args.top_entropy_quantile, args.entropy_coef,
+                           args.off_policy_mask_threshold)

@@ -33,6 +33,7 @@ VARIANT_CASES = [
         ({"top_entropy_quantile": 0.4}, ("grpo", "dapo", "cispo")),
         ({"entropy_coef": 0.05}, ("grpo", "dr_grpo", "dapo")),
         ({"entropy_coef": 0.05, "top_entropy_quantile": 0.5}, ("bnpo", "sapo")),
+        ({"off_policy_mask_threshold": 0.02}, ("grpo", "dapo", "cispo")),
     )
     for loss_type in loss_types
     for mu in (1, 2)
@@ -90,7 +91,7 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
     """Our loss and gradients vs TRL's ``_compute_loss`` on one float64 batch with the same log-prob inputs.
 
     variant: PolicyObjective options under TRL's names (importance_sampling_level, delta, sapo temperatures,
-    top_entropy_quantile, entropy_coef)."""
+    top_entropy_quantile, entropy_coef, off_policy_mask_threshold)."""
     variant = variant or {}
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -8,6 +8,8 @@ aggregation they use. Definitions follow TRL 1.16's ``GRPOTrainer._compute_loss`
 - sapo (Soft Adaptive Policy Optimization): ``-sigmoid(tau (r - 1)) 4 / tau A``, a smooth gate instead of a clip;
 - the ratio ``r`` per token, or per sequence (``importance_sampling_level: sequence``, GSPO): the exponential
   of the mean log-ratio over the sequence's tokens;
+- ``off_policy_mask_threshold`` (DeepSeek-V3.2): the policy term dropped for negative-advantage completions
+  that drifted too far from the sampling policy;
 - ``top_entropy_quantile`` (Wang et al. 2025, "80/20"): the policy term only on the micro-batch's
   highest-entropy tokens; ``entropy_coef``: an entropy bonus, ``loss - coef * mean token entropy``.
 
@@ -36,6 +38,9 @@ class PolicyObjective:
     sapo_temperature_pos / sapo_temperature_neg: sapo's gate temperature for A > 0 / A <= 0.
     top_entropy_quantile: the fraction of tokens (highest entropy first) the policy term trains on; 1.0: all.
     entropy_coef: weight of the entropy bonus subtracted from the loss; 0.0: none.
+    off_policy_mask_threshold: drop the policy term of a completion with a negative advantage whose mean
+        token KL(pi_old || pi), ``mean(log pi_old - log pi)``, exceeds this (DeepSeek-V3.2's off-policy
+        sequence mask); None: off.
     """
 
     importance_sampling_level: str = "token"
@@ -44,6 +49,7 @@ class PolicyObjective:
     sapo_temperature_neg: float = 1.05
     top_entropy_quantile: float = 1.0
     entropy_coef: float = 0.0
+    off_policy_mask_threshold: float | None = None
 
 
 def per_token_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
@@ -136,6 +142,20 @@ def importance_ratio(logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.T
     raise ValueError(f"importance_sampling_level must be one of {', '.join(IMPORTANCE_SAMPLING_LEVELS)}, got {level!r}")
 
 
+def off_policy_sequence_mask(logps: torch.Tensor, old_logps: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                             threshold: float) -> torch.Tensor:
+    """``[B, 1]``: 1 to keep a completion's policy term, 0 to drop it (negative advantage and a mean token
+    KL from the sampling policy above ``threshold``). adv: ``[B, 1]``.
+
+    >>> off_policy_sequence_mask(torch.zeros(2, 2), torch.ones(2, 2), torch.tensor([[1.0], [-1.0]]), torch.ones(2, 2), 0.5)
+    tensor([[1.],
+            [0.]])
+    """
+    kl = (old_logps - logps.detach()) * mask  # [B, T]
+    mean_kl = kl.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0)  # [B, 1]
+    return ((adv >= 0) | (mean_kl <= threshold)).to(mask.dtype)
+
+
 def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float,
                       all_entropies: torch.Tensor | None = None) -> torch.Tensor:
     """The tokens whose entropy is at least the ``1 - quantile`` quantile of the batch's token entropies.
@@ -222,6 +242,9 @@ def grpo_loss(
     ratio = importance_ratio(logps, old_logps, mask, objective.importance_sampling_level)  # [B, T] or [B, 1]
     adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # [B, 1], or [B, T] per token (PPO)
     per_token_loss = policy_token_loss(logps, ratio, adv, loss_type, epsilon_low, epsilon_high, objective)
+    if objective.off_policy_mask_threshold is not None:
+        per_token_loss = per_token_loss * off_policy_sequence_mask(logps, old_logps, adv, mask,
+                                                                   objective.off_policy_mask_threshold)
     if entropy_mask is not None:
         per_token_loss = per_token_loss * entropy_mask.to(per_token_loss.dtype)  # [B, T]
 

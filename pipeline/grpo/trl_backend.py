@@ -37,6 +37,7 @@ def trl_config(args: GRPOArguments, num_processes: int = 1, **overrides):
         epsilon_high=args.epsilon_high, importance_sampling_level=args.importance_sampling_level, delta=args.delta,
         sapo_temperature_pos=args.sapo_temperature_pos, sapo_temperature_neg=args.sapo_temperature_neg,
         top_entropy_quantile=args.top_entropy_quantile, entropy_coef=args.entropy_coef,
+        off_policy_mask_threshold=args.off_policy_mask_threshold,
         multi_objective_aggregation=args.multi_objective_aggregation,
         learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         lr_scheduler_type=args.lr_scheduler_type, warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,

@@ -285,9 +285,10 @@ def test_entropy_bonus_by_hand():
                   objective=PolicyObjective(entropy_coef=0.1))
 
 
-@pytest.mark.parametrize("variant", [{"top_entropy_quantile": 0.4}, {"entropy_coef": 0.05}], ids=str)
-def test_entropy_variants_change_trls_loss(tiny_model_dir, tmp_path, variant):
-    """The entropy parity cases are not vacuous: in TRL itself the option moves the loss of the same batch."""
-    plain = parity_case(tiny_model_dir, tmp_path / "plain", "dapo", 0.04, 1, True)
-    varied = parity_case(tiny_model_dir, tmp_path / "varied", "dapo", 0.04, 1, True, variant=variant)
+@pytest.mark.parametrize("variant, mu", [({"top_entropy_quantile": 0.4}, 1), ({"entropy_coef": 0.05}, 1),
+                                       ({"off_policy_mask_threshold": 0.02}, 2)], ids=str)
+def test_masking_and_entropy_variants_change_trls_loss(tiny_model_dir, tmp_path, variant, mu):
+    """These parity cases are not vacuous: in TRL itself the option moves the loss of the same batch."""
+    plain = parity_case(tiny_model_dir, tmp_path / "plain", "dapo", 0.04, mu, True)
+    varied = parity_case(tiny_model_dir, tmp_path / "varied", "dapo", 0.04, mu, True, variant=variant)
     assert abs(varied.trl_loss - plain.trl_loss) > 1e-4, (plain, varied)

@@ -126,7 +126,9 @@ def final_metric(folder: Path, summary_file: str, metric: str) -> float:
 
 def metric_curve(folder: Path, metric: str, x: str = "step") -> list[tuple[float, float]]:
     """(x, metric) points of every metrics.jsonl row that has both."""
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    from pipeline.plots import read_metrics
+
+    rows = read_metrics(folder)
     return [(float(r[x]), float(r[metric])) for r in rows if r.get(x) is not None and r.get(metric) is not None]
 
 
@@ -172,11 +174,11 @@ def write_table(rows: list[dict[str, Any]], metric: str, out: Path) -> str:
 
 def plot_curves(cells: list[Cell], out: Path, curve: str, x: str, title: str) -> Path | None:
     """sweep.png: ``curve`` against ``x`` per grid combination, mean over seeds with a min-max band."""
-    from pipeline.plots import pyplot
+    from pipeline.plots import METRICS_FILE, pyplot
 
     series: dict[str, list[dict[float, float]]] = {}
     for cell in cells:
-        if (out / cell.folder / "metrics.jsonl").is_file():
+        if (out / cell.folder / METRICS_FILE).is_file():
             series.setdefault(cell.label, []).append(dict(metric_curve(out / cell.folder, curve, x)))
     if not any(points for runs in series.values() for points in runs):
         logger.warning("no %r against %r in any metrics.jsonl: no plot", curve, x)

@@ -124,6 +124,12 @@ def normalize_then_sum_advantages(per_function: torch.Tensor, weights: torch.Ten
                       nanstd(total.view(-1, group_size), dim=1), zero_std.expand(groups).clone())
 
 
+def per_function_rewards(breakdown) -> torch.Tensor:
+    """``[N, F]`` float32 rewards of each reward function from a RewardBreakdown; NaN where one abstained."""
+    return torch.tensor([[math.nan if v is None else v for v in values] for values in breakdown.per_function],
+                        dtype=torch.float32).T
+
+
 def process_advantages(acc, args, rewards: torch.Tensor, breakdown, group_size: int) -> Advantages:
     """Group-relative advantages of this process's completions, by ``args.multi_objective_aggregation``.
 
@@ -132,8 +138,7 @@ def process_advantages(acc, args, rewards: torch.Tensor, breakdown, group_size: 
     """
     if args.multi_objective_aggregation == "sum_then_normalize":
         return group_advantages(rewards, group_size, args.scale_rewards)
-    per_function = torch.tensor([[math.nan if v is None else v for v in values] for values in breakdown.per_function],
-                                dtype=torch.float32).T  # [N, F]
+    per_function = per_function_rewards(breakdown)  # [N, F]
     # The sum is normalised over the whole batch, every process's completions (processes hold whole groups).
     everything = acc.gather(per_function.to(acc.device)).cpu()  # [N_all, F]
     result = normalize_then_sum_advantages(everything, torch.tensor(args.weights), group_size)

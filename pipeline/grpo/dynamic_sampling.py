@@ -22,6 +22,7 @@ import torch
 from pipeline.data import GSM8KExample
 from pipeline.grpo.inputs import prompt_indices
 from pipeline.grpo.rollout import Rollout, collate_rollout
+from pipeline.grpo.state import GRPOState
 from rewards import RewardBreakdown
 
 logger = logging.getLogger(__name__)
@@ -110,3 +111,19 @@ def fill_with_informative_groups(first: Scored, sample: Callable[[Batch], Scored
     return result, {"dynamic_sampling/rounds": float(rounds), "dynamic_sampling/informative_groups": float(informative),
                     "dynamic_sampling/completions_sampled": float(sampled),
                     "dynamic_sampling/seconds": time.perf_counter() - started}
+
+
+def replace_flat_groups(state: GRPOState, first: Scored, sample: Callable[[Batch], Scored]) -> tuple[Scored, dict[str, float]]:
+    """A run's dynamic sampling step: ``first`` with its zero-spread groups replaced by groups that ``sample``
+    (generate + score) draws from this step's extra prompt stream, within the run's round cap."""
+    args, tokenizer = state.args, state.tokenizer
+
+    def more_prompts(round_index: int) -> Batch:
+        return extra_prompts(state.examples, state.step, round_index, len(first.batch), args.seed,
+                             state.accelerator.process_index)
+
+    def collate(picks: list[tuple[Scored, int]]) -> Scored:
+        return take_groups(picks, pad_token_id=tokenizer.pad_token_id, eos_ids=state.eos_ids,
+                           mask_truncated_completions=args.mask_truncated_completions, tokenizer=tokenizer)
+
+    return fill_with_informative_groups(first, sample, more_prompts, args.max_dynamic_sampling_rounds, collate)

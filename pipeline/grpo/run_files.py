@@ -15,9 +15,9 @@ from pipeline.checkpoint import save_checkpoint
 from pipeline.data import GSM8KExample
 from pipeline.grpo.rollout import Rollout
 from pipeline.grpo.state import GRPOState, sampling_model
+from pipeline.plots import METRICS_FILE
 
 logger = logging.getLogger(__name__)
-METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 
 

@@ -24,7 +24,7 @@ from pipeline.data import GSM8KExample, get_template, render_prompt
 from pipeline.generation import eos_token_ids
 from pipeline.grpo.advantages import process_advantages
 from pipeline.grpo.config import GRPOArguments, policy_objective
-from pipeline.grpo.dynamic_sampling import Scored, extra_prompts, fill_with_informative_groups, take_groups
+from pipeline.grpo.dynamic_sampling import Scored, replace_flat_groups
 from pipeline.grpo.inputs import local_prompts, reward_functions
 from pipeline.grpo.logprobs import completion_logps
 from pipeline.grpo.loss import LossNormalizer, grpo_loss, high_entropy_mask, sequence_denominators
@@ -300,7 +300,12 @@ def run_step(state: GRPOState) -> dict[str, float]:
     rewards, breakdown = score(state, rollout, batch)
     resampling: dict[str, float] = {}
     if state.args.dynamic_sampling:  # time/score then includes the extra rounds' generation
-        batch, rollout, rewards, breakdown, resampling = _dynamic_sampling(state, batch, rollout, rewards, breakdown)
+        def sample(prompts) -> Scored:
+            extra = generate(state, prompts, ignore_eos=state.args.ignore_eos)
+            return Scored(prompts, extra, *score(state, extra, prompts))
+
+        kept, resampling = replace_flat_groups(state, Scored(batch, rollout, rewards, breakdown), sample)
+        batch, rollout, rewards, breakdown = kept.batch, kept.rollout, kept.rewards, kept.breakdown
     advantages = process_advantages(state.accelerator, state.args, rewards, breakdown, rollout.group_size)
     t2 = time.perf_counter()
     old, ref = reference_logps(state, rollout)
@@ -313,26 +318,6 @@ def run_step(state: GRPOState) -> dict[str, float]:
     if state.accelerator.is_main_process and state.step % state.args.logging_steps == 0:
         write_samples(state, batch, rollout, rewards)
     return metrics
-
-
-def _dynamic_sampling(state: GRPOState, batch, rollout: Rollout, rewards: torch.Tensor, breakdown: RewardBreakdown):
-    """DAPO's dynamic sampling (see pipeline.grpo.dynamic_sampling): the batch with zero-spread groups replaced."""
-    args, acc, tokenizer = state.args, state.accelerator, state.tokenizer
-
-    def sample(prompts):
-        extra = generate(state, prompts, ignore_eos=args.ignore_eos)
-        return Scored(prompts, extra, *score(state, extra, prompts))
-
-    def more_prompts(round_index: int):
-        return extra_prompts(state.examples, state.step, round_index, len(batch), args.seed, acc.process_index)
-
-    def collate(picks):
-        return take_groups(picks, pad_token_id=tokenizer.pad_token_id, eos_ids=state.eos_ids,
-                           mask_truncated_completions=args.mask_truncated_completions, tokenizer=tokenizer)
-
-    result, metrics = fill_with_informative_groups(Scored(batch, rollout, rewards, breakdown), sample, more_prompts,
-                                                   args.max_dynamic_sampling_rounds, collate)
-    return result.batch, result.rollout, result.rewards, result.breakdown, metrics
 
 
 def _train_with_retry(state: GRPOState, rollout: Rollout, advantages, old, ref) -> dict[str, float]:

@@ -38,7 +38,8 @@ class Cell:
 
     @property
     def folder(self) -> str:
-        return "__".join(f"{field}={value}" for field, value in self.values) + f"__seed={self.seed}"
+        parts = [f"{field}={value}".replace(" ", "_") for field, value in self.values]
+        return "__".join(parts) + f"__seed={self.seed}"
 
 
 def parse_grid(specs: list[str]) -> dict[str, list[str]]:
@@ -68,9 +69,17 @@ def grid_cells(grid: dict[str, list[str]], seeds: list[int]) -> list[Cell]:
 
 
 def cell_command(script: str, config: str | None, cell: Cell, out: Path, seed_field: str, extra: list[str]) -> list[str]:
+    """The cell's command line. ``a+b=v`` sets both fields to ``v``; a value with spaces becomes several
+    arguments (a list option, ``reward_weights=1 0``, or further options, ``loss_type=cispo --epsilon_high 5``).
+
+    >>> cell_command("t.py", None, Cell((("epsilon_low+epsilon_high", "0.1"), ("reward_weights", "1 0")), 3),
+    ...              Path("o"), "seed", [])[2:]
+    ['--epsilon_low', '0.1', '--epsilon_high', '0.1', '--reward_weights', '1', '0', '--seed', '3', '--output_dir', 'o/epsilon_low+epsilon_high=0.1__reward_weights=1_0__seed=3']
+    """
     command = [sys.executable, script] + (["--config", config] if config else [])
-    for field, value in cell.values:
-        command += [f"--{field}", value]
+    for fields, value in cell.values:
+        for field in fields.split("+"):
+            command += [f"--{field}", *value.split()]
     return command + [f"--{seed_field}", str(cell.seed), "--output_dir", str(out / cell.folder), *extra]
 
 
@@ -144,58 +153,73 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def summary_rows(cells: list[Cell], out: Path, summary_file: str, metric: str) -> list[dict[str, Any]]:
-    """One row per grid combination: the final metric's mean, std, min and max over its seeds."""
-    by_label: dict[str, list[float]] = {}
+def summary_rows(cells: list[Cell], out: Path, summary_file: str, metrics: list[str]) -> list[dict[str, Any]]:
+    """One row per grid combination: the first metric's mean, std, min and max over its seeds, and the
+    mean and std of each further metric (keys ``<metric> mean`` and ``<metric> std``)."""
+    by_label: dict[str, list[list[float]]] = {}
     for cell in cells:
         if (out / cell.folder / summary_file).is_file():
-            by_label.setdefault(cell.label, []).append(final_metric(out / cell.folder, summary_file, metric))
+            values = [final_metric(out / cell.folder, summary_file, metric) for metric in metrics]
+            by_label.setdefault(cell.label, []).append(values)
     rows = []
-    for label, values in by_label.items():
-        mean, std = mean_std(values)
-        rows.append({"cell": label, "seeds": len(values), "mean": mean, "std": std, "min": min(values),
-                     "max": max(values)})
+    for label, runs in by_label.items():
+        first = [run[0] for run in runs]
+        mean, std = mean_std(first)
+        row = {"cell": label, "seeds": len(runs), "mean": mean, "std": std, "min": min(first), "max": max(first)}
+        for index, metric in enumerate(metrics[1:], start=1):
+            row[f"{metric} mean"], row[f"{metric} std"] = mean_std([run[index] for run in runs])
+        rows.append(row)
     return rows
 
 
-def write_table(rows: list[dict[str, Any]], metric: str, out: Path) -> str:
+def write_table(rows: list[dict[str, Any]], metrics: list[str], out: Path) -> str:
     """sweep.csv and sweep.md in ``out``; returns the Markdown table."""
+    extra = metrics[1:]
     with (out / "sweep.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["cell", "seeds", "mean", "std", "min", "max"])
+        writer = csv.DictWriter(handle, fieldnames=["cell", "seeds", "mean", "std", "min", "max"]
+                                + [f"{m} {s}" for m in extra for s in ("mean", "std")])
         writer.writeheader()
         writer.writerows(rows)
-    lines = [f"| cell | seeds | {metric} (mean ± std) | min | max |", "|---|---|---|---|---|"]
-    lines += [f"| {r['cell']} | {r['seeds']} | {r['mean']:.3f} ± {r['std']:.3f} | {r['min']:.3f} | {r['max']:.3f} |"
-              for r in rows]
+    lines = ["| cell | seeds | " + f"{metrics[0]} (mean ± std) | min | max |" + "".join(f" {m} |" for m in extra),
+             "|---|---|---|---|---|" + "---|" * len(extra)]
+    for r in rows:
+        cells = [r["cell"], str(r["seeds"]), f"{r['mean']:.3f} ± {r['std']:.3f}", f"{r['min']:.3f}", f"{r['max']:.3f}"]
+        cells += [f"{r[f'{m} mean']:.4g} ± {r[f'{m} std']:.2g}" for m in extra]
+        lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
     (out / "sweep.md").write_text(table)
     return table
 
 
-def plot_curves(cells: list[Cell], out: Path, curve: str, x: str, title: str) -> Path | None:
-    """sweep.png: ``curve`` against ``x`` per grid combination, mean over seeds with a min-max band."""
+def plot_curves(cells: list[Cell], out: Path, curves: list[str], x: str, title: str) -> Path | None:
+    """sweep.png: each of ``curves`` against ``x`` (a panel each) per grid combination, the mean over seeds
+    with a min-max band."""
     from pipeline.plots import METRICS_FILE, pyplot
 
-    series: dict[str, list[dict[float, float]]] = {}
+    runs_by_label: dict[str, list[Path]] = {}
     for cell in cells:
         if (out / cell.folder / METRICS_FILE).is_file():
-            series.setdefault(cell.label, []).append(dict(metric_curve(out / cell.folder, curve, x)))
-    if not any(points for runs in series.values() for points in runs):
-        logger.warning("no %r against %r in any metrics.jsonl: no plot", curve, x)
+            runs_by_label.setdefault(cell.label, []).append(out / cell.folder)
+    series = {curve: {label: [dict(metric_curve(folder, curve, x)) for folder in folders]
+                      for label, folders in runs_by_label.items()} for curve in curves}
+    if not any(points for by_label in series.values() for runs in by_label.values() for points in runs):
+        logger.warning("no %s against %r in any metrics.jsonl: no plot", " or ".join(map(repr, curves)), x)
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, runs in series.items():
-        xs = sorted(set.intersection(*(set(points) for points in runs)))  # points every seed has
-        if not xs:
-            continue
-        values = [[points[v] for points in runs] for v in xs]
-        ax.plot(xs, [sum(v) / len(v) for v in values], label=f"{label} ({len(runs)} seeds)")
-        ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], alpha=0.15)
-    ax.set_xlabel(x)
-    ax.set_ylabel(curve)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(curves), figsize=(7 if len(curves) == 1 else 5.2 * len(curves), 4.5),
+                             squeeze=False)
+    for ax, curve in zip(axes[0], curves):
+        for label, runs in series[curve].items():
+            xs = sorted(set.intersection(*(set(points) for points in runs)))  # points every seed has
+            if not xs:
+                continue
+            values = [[points[v] for points in runs] for v in xs]
+            ax.plot(xs, [sum(v) / len(v) for v in values], label=f"{label} ({len(runs)} seeds)")
+            ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], alpha=0.15)
+        ax.set_xlabel(x)
+        ax.set_ylabel(curve)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     path = out / "sweep.png"
     fig.savefig(path, dpi=110)

@@ -151,6 +151,48 @@ def train_toy(start: ToyStartPoint, args) -> tuple[dict, Path]:
     return summary, Path(args.output_dir) / "final" / "merged"
 
 
+def last_steps_means(history: list[dict], steps: int = 10) -> dict[str, float]:
+    """Mean of every numeric training metric over the last ``steps`` logged steps (sampled rewards are noisy
+    per step, so sweeps compare these windows).
+
+    >>> last_steps_means([{"step": 1, "kl": 0.5}, {"step": 2, "kl": 0.25, "reward": 1.0}], steps=2)
+    {'kl': 0.375, 'reward': 1.0}
+    """
+    window = history[-steps:]
+    keys = [k for k in dict.fromkeys(k for row in window for k in row) if k != "step"]
+    means = {}
+    for key in keys:
+        values = [row[key] for row in window if isinstance(row.get(key), (int, float))]
+        if values:
+            means[key] = sum(values) / len(values)
+    return means
+
+
+@torch.no_grad()
+def kl_from_start(model_dir: Path, start: ToyStartPoint) -> float:
+    """Mean per-token KL(trained || start point), exact over the vocabulary, at the tokens of the trained
+    model's greedy answers (their EOS included) to the held-out problems: how far training moved the policy
+    where it acts, whatever beta was (with beta = 0 no reference is loaded during training)."""
+    from pipeline.arguments import ModelArguments
+    from pipeline.generation import generate
+    from pipeline.models import load_model, load_tokenizer
+
+    trained = load_model(ModelArguments(model_name_or_path=str(model_dir))).eval()
+    reference = load_model(ModelArguments(model_name_or_path=str(start.model_dir))).eval()
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(start.model_dir)))
+    prompts = [e.question for e in start.held_out]
+    answers = [t[0].strip() for t in generate(trained, tokenizer, prompts, max_new_tokens=4, do_sample=False).texts]
+    total, count = 0.0, 0
+    for prompt, answer in zip(prompts, answers):  # one row at a time: no padding
+        ids = tokenizer(prompt + answer + tokenizer.eos_token, return_tensors="pt", add_special_tokens=False).input_ids
+        targets = ids.size(1) - len(tokenizer(prompt, add_special_tokens=False).input_ids)  # answer + EOS
+        logp = torch.log_softmax(trained(ids).logits[0, -targets - 1 : -1].double(), -1)  # [targets, V]
+        logq = torch.log_softmax(reference(ids).logits[0, -targets - 1 : -1].double(), -1)
+        total += (logp.exp() * (logp - logq)).sum().item()
+        count += targets
+    return total / count
+
+
 def held_out_outcomes(model_dir: Path, start: ToyStartPoint) -> list[int]:
     """Greedy exact match of a trained folder on the held-out problems (the start point's tokenizer)."""
     from pipeline.arguments import ModelArguments

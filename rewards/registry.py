@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from rewards.accuracy import accuracy_reward
-from rewards.exact import exact_match_reward
+from rewards.exact import digit_match_reward, exact_match_reward
 from rewards.format import make_format_reward, make_hash_format_reward
 from rewards.overlong import make_overlong_reward
 
@@ -120,6 +120,7 @@ def load_reward(spec: str, **options: Any) -> RewardFunction:
 
 register("accuracy")(accuracy_reward)
 register("exact_match")(exact_match_reward)
+register("digit_match")(digit_match_reward)
 
 
 @register("format", factory=True)

@@ -22,8 +22,7 @@ import sys
 from pathlib import Path
 
 from pipeline.runtime import setup_logging
-from pipeline.sweep import (cell_command, grid_cells, parse_grid, plot_curves, run_cells, summary_rows,
-                            write_table)
+from pipeline.sweep import cell_command, grid_cells, parse_grid, plot_curves, run_cells, summary_rows, write_table
 
 logger = logging.getLogger("sweep")
 
@@ -33,13 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("script", help="Training script whose config options the grid sets (e.g. scripts/train_cartpole.py).")
     parser.add_argument("--config", help="YAML config every cell starts from (passed as --config).")
     parser.add_argument("--grid", nargs="+", required=True, metavar="FIELD=V1,V2",
-                        help="Config fields and the values to try; several fields give their cartesian product.")
+                        help="Config fields and the values to try; several fields give their cartesian product. "
+                             "A+B=V1,V2 sets both A and B to each value; a value with spaces becomes several "
+                             "arguments (\"reward_weights=1 0,0 1\").")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="Seeds of every grid cell.")
     parser.add_argument("--seed_field", default="seed", help="The script's seed option.")
-    parser.add_argument("--metric", required=True,
-                        help="Final metric: a number in each run's summary file, by dotted key (e.g. greedy_return).")
+    parser.add_argument("--metric", nargs="+", required=True,
+                        help="Final metrics: numbers in each run's summary file, by dotted key (e.g. greedy_return); "
+                             "the first gets mean ± std, min and max, the others mean ± std.")
     parser.add_argument("--summary_file", default="summary.json", help="Each run's JSON summary (marks it finished).")
-    parser.add_argument("--curve", help="metrics.jsonl key to plot per grid value (default: no plot).")
+    parser.add_argument("--curve", nargs="+", help="metrics.jsonl keys to plot per grid value, a panel each "
+                                                   "(default: no plot).")
     parser.add_argument("--curve_x", default="step", help="metrics.jsonl key on the plot's x axis.")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Cells run at once.")
     parser.add_argument("--output_dir", type=Path, default=Path("runs/sweep"), help="One folder per cell, and the results.")
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = summary_rows(cells, out, args.summary_file, args.metric)
     print(write_table(rows, args.metric, out), end="")
     if args.curve:
-        plot_curves(cells, out, args.curve, args.curve_x, f"{Path(args.script).stem}: {args.curve} by {', '.join(grid)}")
+        plot_curves(cells, out, args.curve, args.curve_x, f"{Path(args.script).stem}: by {', '.join(grid)}")
     if failed:
         logger.error("%d cells failed: %s", len(failed), ", ".join(c.folder for c in failed))
         sys.exit(1)

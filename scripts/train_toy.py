@@ -5,7 +5,9 @@
 
 The start point (a 0.5M-parameter char-level Llama SFT'd on sums labelled ``sum + 1`` 60% of the time) is
 built once into --start_dir and reused. Writes summary.json into --output_dir: held-out greedy exact match
-of the start point and of the trained policy, and the paired change with its 95% interval.
+of the start point and of the trained policy, the paired change with its 95% interval, the trained policy's
+token KL from the start point on its held-out answers (``kl_from_start``), and each training
+metric's mean over the last 10 steps (``last_10_steps.kl``, ``last_10_steps.reward/exact_match``, ...).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pipeline.config import ValidatedConfig, field_with_help, parse_or_exit, req
 from pipeline.grpo.config import GRPOArguments
 from pipeline.runtime import setup_logging
 from pipeline.stats import format_change, format_rate, paired_difference
-from pipeline.toy import held_out_outcomes, load_or_build_start_point, train_toy
+from pipeline.toy import held_out_outcomes, kl_from_start, last_steps_means, load_or_build_start_point, train_toy
 
 
 @dataclass
@@ -42,11 +44,12 @@ def main(args: GRPOArguments, toy: ToyArguments) -> dict:
     if not cached.is_file():
         cached.write_text(json.dumps(held_out_outcomes(start.model_dir, start)))
     before = json.loads(cached.read_text())
-    _, trained = train_toy(start, args)
+    run, trained = train_toy(start, args)
     after = held_out_outcomes(trained, start)
     change, low, high = paired_difference(before, after)
     summary = {"start_exact_match": sum(before) / len(before), "held_out_exact_match": sum(after) / len(after),
-               "change": change, "change_interval": [low, high], "held_out_problems": len(after)}
+               "change": change, "change_interval": [low, high], "held_out_problems": len(after),
+               "kl_from_start": kl_from_start(trained, start), "last_10_steps": last_steps_means(run["history"], 10)}
     (Path(args.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"toy addition, {len(after)} held-out problems, greedy exact match")
     print(f"{'start point':<14}{format_rate(before):>26}\n{'after GRPO':<14}{format_rate(after):>26}")

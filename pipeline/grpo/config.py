@@ -23,7 +23,14 @@ class GRPOArguments(ValidatedConfig):
     prompts_per_step: int = field_with_help(4, "Prompts per step over all processes (divisible by the process count).")
     num_generations: int = field_with_help(4, "G: completions sampled per prompt (a group).")
     micro_batch_size: int = field_with_help(8, "Completions per forward/backward pass (gradient accumulation).")
-    num_iterations: int = field_with_help(1, "mu: optimizer updates per generation batch (old log-probs kept fixed).")
+    num_iterations: int = field_with_help(1, "mu: passes over each generation batch (old log-probs kept fixed).")
+    steps_per_generation: int = field_with_help(
+        1, "Optimizer updates per pass over a generation batch: it is cut into this many equal parts, each one "
+           "update, the later ones off-policy (TRL counts this in micro-batches: TRL's value = ours x its "
+           "gradient_accumulation_steps).")
+    generation_batch_size: int | None = field_with_help(
+        None, "Completions sampled per step over all processes; if set, replaces prompts_per_step "
+              "(= generation_batch_size / num_generations).")
     # --- sampling ---
     temperature: float = field_with_help(1.0, "Sampling temperature (log-probs are computed at it too).")
     top_p: float = field_with_help(1.0, "Nucleus sampling threshold.")
@@ -58,7 +65,8 @@ class GRPOArguments(ValidatedConfig):
     loss_type: str = field_with_help(
         "dapo", "Policy objective and its averaging: grpo, bnpo, dr_grpo, dapo (clipped surrogate, averaged per "
         "sequence / micro-batch / by B*L / over the batch's tokens), luspo (summed per sequence), cispo (clipped "
-        "ratio as a stopped weight on log p; epsilon_high is its cap, e.g. 5.0), sapo (sigmoid gate).",
+        "ratio as a stopped weight on log p; epsilon_high is its cap, e.g. 5.0), sapo (sigmoid gate), vespo "
+        "(Gamma weight of the sequence ratio as a stopped weight on log p).",
         choices=LOSS_TYPES)
     importance_sampling_level: str = field_with_help(
         "token", "Importance ratio per token, or per sequence (GSPO: exp of the mean token log-ratio).",
@@ -75,11 +83,23 @@ class GRPOArguments(ValidatedConfig):
               "whose mean token KL from the sampling policy exceeds this; matters with num_iterations > 1.")
     entropy_coef: float = field_with_help(
         0.0, "Entropy bonus: subtract entropy_coef x the mean token entropy from the loss (keeps float32 "
-             "log-softmax rows for the backward pass); 0: none.")
+             "log-softmax rows for the backward pass); 0: none. With use_adaptive_entropy, its starting value.")
+    use_adaptive_entropy: bool = field_with_help(
+        False, "Adaptive entropy bonus (Skywork-OR1): after each update, raise entropy_coef by entropy_coef_delta "
+               "if the update's token entropy was <= entropy_target, else lower it; the bonus applies only "
+               "while the last entropy was <= entropy_target.")
+    entropy_coef_min: float = field_with_help(0.0, "Adaptive entropy: lower bound of entropy_coef.")
+    entropy_coef_max: float = field_with_help(1.0, "Adaptive entropy: upper bound of entropy_coef.")
+    entropy_coef_delta: float = field_with_help(0.005, "Adaptive entropy: change of entropy_coef per update.")
+    entropy_target: float = field_with_help(0.2, "Adaptive entropy: the token entropy (nats) to hold.")
+    vespo_k_pos: float = field_with_help(2.0, "vespo: Gamma weight exponent k for A >= 0 (down-weights ratios < 1).")
+    vespo_lambda_pos: float = field_with_help(3.0, "vespo: Gamma weight decay lambda for A >= 0 (down-weights ratios > 1).")
+    vespo_k_neg: float = field_with_help(3.0, "vespo: Gamma weight exponent k for A < 0.")
+    vespo_lambda_neg: float = field_with_help(2.0, "vespo: Gamma weight decay lambda for A < 0.")
     beta: float = field_with_help(0.04, "KL coefficient against the reference (the SFT policy); 0 loads no reference.")
     kl_importance_correction: bool = field_with_help(False, "Multiply the per-token KL by the importance ratio (TRL's use_bias_correction_kl).")
-    epsilon_low: float = field_with_help(0.2, "Ratio clipped below at 1 - epsilon_low.")
-    epsilon_high: float = field_with_help(0.28, "Ratio clipped above at 1 + epsilon_high (clip-higher).")
+    epsilon_low: float = field_with_help(0.2, "Ratio clipped below at 1 - epsilon_low (>= 1, e.g. inf: no lower clip).")
+    epsilon_high: float = field_with_help(0.28, "Ratio clipped above at 1 + epsilon_high (clip-higher; inf: no upper clip).")
     # --- optimiser ---
     learning_rate: float = field_with_help(1e-5, "AdamW learning rate.")
     weight_decay: float = field_with_help(0.0, "AdamW weight decay.")
@@ -112,6 +132,12 @@ class GRPOArguments(ValidatedConfig):
         require(self.prompts_per_step >= 1, "prompts_per_step", f"must be >= 1, got {self.prompts_per_step}")
         require(self.micro_batch_size >= 1, "micro_batch_size", f"must be >= 1, got {self.micro_batch_size}")
         require(self.num_iterations >= 1, "num_iterations", f"must be >= 1, got {self.num_iterations}")
+        require(self.steps_per_generation >= 1, "steps_per_generation", f"must be >= 1, got {self.steps_per_generation}")
+        if self.generation_batch_size is not None:
+            require(self.generation_batch_size > 0 and self.generation_batch_size % self.num_generations == 0,
+                    "generation_batch_size", f"must be a positive multiple of num_generations "
+                    f"({self.num_generations}), got {self.generation_batch_size}")
+            self.prompts_per_step = self.generation_batch_size // self.num_generations
         require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
         require(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
         require(self.max_prompt_length >= 1, "max_prompt_length", f"must be >= 1, got {self.max_prompt_length}")
@@ -120,12 +146,15 @@ class GRPOArguments(ValidatedConfig):
         require(self.reward_weights is None or len(self.reward_weights) == len(self.reward_funcs), "reward_weights",
                 f"needs one weight per reward function ({len(self.reward_funcs)}), got {self.reward_weights}")
         require(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
-        require(0 <= self.epsilon_low < 1, "epsilon_low", f"must be in [0, 1), got {self.epsilon_low}")
+        require(self.epsilon_low >= 0, "epsilon_low", f"must be >= 0 (inf: no lower clip), got {self.epsilon_low}")
         require(self.epsilon_high >= 0, "epsilon_high", f"must be >= 0, got {self.epsilon_high}")
         require(self.delta is None or self.delta > 1 + self.epsilon_high, "delta",
                 f"must be > 1 + epsilon_high ({1 + self.epsilon_high}), got {self.delta}")
         require(self.sapo_temperature_pos > 0 and self.sapo_temperature_neg > 0, "sapo_temperature_pos",
                 "sapo temperatures must be > 0")
+        require(self.entropy_coef_min <= self.entropy_coef_max, "entropy_coef_min",
+                f"must be <= entropy_coef_max ({self.entropy_coef_max}), got {self.entropy_coef_min}")
+        require(self.entropy_coef_delta >= 0, "entropy_coef_delta", f"must be >= 0, got {self.entropy_coef_delta}")
         require(0 < self.top_entropy_quantile <= 1, "top_entropy_quantile",
                 f"must be in (0, 1], got {self.top_entropy_quantile}")
         require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
@@ -149,10 +178,15 @@ class GRPOArguments(ValidatedConfig):
         """Checks that need the process count (known only once accelerate has started)."""
         require(self.prompts_per_step % num_processes == 0, "prompts_per_step",
                 f"{self.prompts_per_step} prompts do not split over {num_processes} processes; use a multiple")
+        local = self.prompts_per_step // num_processes * self.num_generations
+        require(local % self.steps_per_generation == 0, "steps_per_generation",
+                f"each process's {local} completions per step do not cut into {self.steps_per_generation} equal "
+                f"updates; make prompts_per_step x num_generations / processes a multiple of it")
 
 
 def policy_objective(args: GRPOArguments) -> PolicyObjective:
     """The loss variant options of a run's config."""
     return PolicyObjective(args.importance_sampling_level, args.delta, args.sapo_temperature_pos,
                            args.sapo_temperature_neg, args.top_entropy_quantile, args.entropy_coef,
-                           args.off_policy_mask_threshold)
+                           args.off_policy_mask_threshold, args.vespo_k_pos, args.vespo_lambda_pos,
+                           args.vespo_k_neg, args.vespo_lambda_neg)

@@ -34,6 +34,9 @@ VARIANT_CASES = [
         ({"entropy_coef": 0.05}, ("grpo", "dr_grpo", "dapo")),
         ({"entropy_coef": 0.05, "top_entropy_quantile": 0.5}, ("bnpo", "sapo")),
         ({"off_policy_mask_threshold": 0.02}, ("grpo", "dapo", "cispo")),
+        ({"vespo_k_pos": 1.5, "vespo_lambda_pos": 2.0, "vespo_k_neg": 2.5, "vespo_lambda_neg": 3.5}, ("vespo",)),
+        # One update of two per generation batch: TRL rescales num_items_in_batch (the whole batch's tokens).
+        ({"steps_per_generation": 2}, ("grpo", "bnpo", "dapo", "cispo", "vespo")),
     )
     for loss_type in loss_types
     for mu in (1, 2)
@@ -53,7 +56,9 @@ class ParityResult:
         return abs(self.our_loss - self.trl_loss) <= loss_atol + rtol * abs(self.trl_loss) and self.max_grad_error <= rtol
 
 
-def _trl_trainer(model, tokenizer, output_dir, loss_type, beta, mu, temperature, kl_correction, variant):
+def trl_trainer_for_loss(model, tokenizer, output_dir, loss_type, beta, mu, temperature, kl_correction, variant):
+    """A GRPOTrainer around ``model`` whose ``_compute_loss`` serves as the reference loss (one micro-batch
+    per optimizer step); ``variant``: further GRPOConfig options."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -91,15 +96,18 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
     """Our loss and gradients vs TRL's ``_compute_loss`` on one float64 batch with the same log-prob inputs.
 
     variant: PolicyObjective options under TRL's names (importance_sampling_level, delta, sapo temperatures,
-    top_entropy_quantile, entropy_coef, off_policy_mask_threshold)."""
-    variant = variant or {}
+    top_entropy_quantile, entropy_coef, off_policy_mask_threshold, vespo's k and lambda), and
+    steps_per_generation: the batch is then one update's part of a generation batch whose other parts hold
+    11 more tokens each (TRL's num_items_in_batch counts them all)."""
+    variant = dict(variant or {})
+    updates = variant.get("steps_per_generation", 1)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
-    trainer = _trl_trainer(model, tokenizer, output_dir, loss_type, beta, mu, temperature, kl_correction, variant)
-    model = trainer.model
+    trainer = trl_trainer_for_loss(model, tokenizer, output_dir, loss_type, beta, mu, temperature, kl_correction, variant)
+    model = trainer.model.train()  # TRL's training-mode normalisers (the tiny models have no dropout)
     prompt_ids, prompt_mask, completion_ids, completion_mask, g = _batch(tokenizer, seed)
     input_ids = torch.cat([prompt_ids, completion_ids], 1)
     attention_mask = torch.cat([prompt_mask, completion_mask], 1)
@@ -110,9 +118,10 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
     ref = current + (torch.rand(BATCH, WIDTH, generator=g, dtype=torch.float64) - 0.5) * 0.4
     advantages = torch.tensor([1.1, -0.6, 0.3, -1.4, 0.8, -0.2], dtype=torch.float64)
     tokens = completion_mask.sum()
+    generation_tokens = tokens + 11 * (updates - 1)
 
     inputs = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
-              "completion_mask": completion_mask, "advantages": advantages, "num_items_in_batch": tokens,
+              "completion_mask": completion_mask, "advantages": advantages, "num_items_in_batch": generation_tokens,
               "ref_per_token_logps": ref if beta else None}
     if old is not None:
         inputs["old_per_token_logps"] = old
@@ -122,7 +131,7 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
     trl_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     model.zero_grad()
-    objective = PolicyObjective(**variant)
+    objective = PolicyObjective(**{k: v for k, v in variant.items() if k != "steps_per_generation"})
     logps, entropy = completion_logps(model, input_ids, attention_mask, WIDTH, temperature=temperature,
                                       with_entropy=True, entropy_grad=objective.entropy_coef != 0.0)
     entropy_mask = None
@@ -130,7 +139,8 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
         entropy_mask = high_entropy_mask(entropy.detach(), completion_mask, objective.top_entropy_quantile)
     ours = grpo_loss(logps, old, ref if beta else None, advantages, completion_mask, beta=beta, epsilon_low=0.2,
                      epsilon_high=0.28, loss_type=loss_type,
-                     normalizer=LossNormalizer(1, tokens_per_process=tokens.item(), max_completion_length=WIDTH),
+                     normalizer=LossNormalizer(1, tokens_per_process=generation_tokens.item() / updates,
+                                               max_completion_length=WIDTH),
                      kl_importance_correction=kl_correction, objective=objective, entropy=entropy,
                      entropy_mask=entropy_mask)
     ours.loss.backward()
@@ -139,3 +149,48 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
               for n, grad in trl_grads.items()]
     return ParityResult((loss_type, beta, mu, kl_correction, *variant.items()), ours.loss.item(), trl_loss.item(),
                         max(errors) if errors else float("inf"), ours.clip_low.item(), ours.clip_high.item())
+
+
+def adaptive_entropy_case(model_dir: str | Path, output_dir: str | Path, loss_type: str = "dapo",
+                          updates: int = 5) -> list[dict[str, float]]:
+    """TRL's adaptive entropy coefficient against our EntropyController over ``updates`` training-mode
+    ``_compute_loss`` calls on different batches (one optimizer update each, no weight change between them),
+    the target set at the batches' median entropy so the bonus switches on and off. Per update: both losses
+    and both coefficients after it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.grpo.update import EntropyController
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
+    batches = []
+    for seed in range(1, updates + 1):
+        prompt_ids, prompt_mask, completion_ids, mask, _ = _batch(tokenizer, seed)
+        input_ids, attention_mask = torch.cat([prompt_ids, completion_ids], 1), torch.cat([prompt_mask, mask], 1)
+        with torch.no_grad():
+            _, entropy = completion_logps(model, input_ids, attention_mask, WIDTH, temperature=0.9, with_entropy=True)
+        batches.append((prompt_ids, prompt_mask, completion_ids, mask, ((entropy * mask).sum() / mask.sum()).item()))
+    target = sorted(b[-1] for b in batches)[updates // 2]
+    options = {"use_adaptive_entropy": True, "entropy_coef": 0.05, "entropy_target": target,
+               "entropy_coef_delta": 0.02, "entropy_coef_max": 0.09}
+    trainer = trl_trainer_for_loss(model, tokenizer, output_dir, loss_type, 0.0, 1, 0.9, False, options)
+    model = trainer.model.train()
+    ours = EntropyController(0.05, target, 0.02, 0.0, 0.09)
+    advantages = torch.tensor([1.1, -0.6, 0.3, -1.4, 0.8, -0.2], dtype=torch.float64)
+    rows = []
+    for prompt_ids, prompt_mask, completion_ids, mask, _ in batches:
+        inputs = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+                  "completion_mask": mask, "advantages": advantages, "num_items_in_batch": mask.sum()}
+        trl_loss = trainer._compute_loss(model, inputs).item()
+        input_ids, attention_mask = torch.cat([prompt_ids, completion_ids], 1), torch.cat([prompt_mask, mask], 1)
+        with torch.no_grad():
+            logps, entropy = completion_logps(model, input_ids, attention_mask, WIDTH, temperature=0.9,
+                                              with_entropy=True)
+            out = grpo_loss(logps, None, None, advantages, mask, beta=0.0, epsilon_low=0.2, epsilon_high=0.28,
+                            loss_type=loss_type, normalizer=LossNormalizer(1, mask.sum().item(), WIDTH),
+                            objective=PolicyObjective(entropy_coef=ours.applied()), entropy=entropy)
+        ours.update(((entropy * mask).sum() / mask.sum()).item())
+        rows.append({"our_loss": out.loss.item(), "trl_loss": trl_loss, "our_coef": ours.coef,
+                     "trl_coef": trainer.entropy_coef})
+    return rows

@@ -6,6 +6,8 @@ aggregation they use. Definitions follow TRL 1.16's ``GRPOTrainer._compute_loss`
   optionally with two-sided clipping (``delta``, INTELLECT-2); they differ in how token losses are averaged;
 - cispo (MiniMax-M1 / ScaleRL): ``-sg(min(r, eps_high)) A log p``, the clipped ratio as a stopped weight;
 - sapo (Soft Adaptive Policy Optimization): ``-sigmoid(tau (r - 1)) 4 / tau A``, a smooth gate instead of a clip;
+- vespo (Variational Sequence-Level Soft Policy Optimization): ``-sg(phi(w)) A log p`` with ``w`` the sequence's
+  ratio (the product over its tokens) and the Gamma weight ``phi(w) = e^lambda w^k e^(-lambda w)`` (phi(1) = 1);
 - the ratio ``r`` per token, or per sequence (``importance_sampling_level: sequence``, GSPO): the exponential
   of the mean log-ratio over the sequence's tokens;
 - ``off_policy_mask_threshold`` (DeepSeek-V3.2): the policy term dropped for negative-advantage completions
@@ -22,11 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 # How each loss type averages its token losses (see sequence_denominators).
 _SEQUENCE_MEAN = ("grpo", "sapo")  # mean over each sequence, then over sequences
-_TOKEN_MEAN = ("dapo", "cispo")  # mean over the generation batch's tokens
+_TOKEN_MEAN = ("dapo", "cispo", "vespo")  # mean over the generation batch's tokens
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class PolicyObjective:
     sapo_temperature_pos / sapo_temperature_neg: sapo's gate temperature for A > 0 / A <= 0.
     top_entropy_quantile: the fraction of tokens (highest entropy first) the policy term trains on; 1.0: all.
     entropy_coef: weight of the entropy bonus subtracted from the loss; 0.0: none.
+    vespo_k_pos / vespo_lambda_pos, vespo_k_neg / vespo_lambda_neg: vespo's Gamma weight exponent k and
+        decay lambda for A >= 0 / A < 0.
     off_policy_mask_threshold: drop the policy term of a completion with a negative advantage whose mean
         token KL(pi_old || pi), ``mean(log pi_old - log pi)``, exceeds this (DeepSeek-V3.2's off-policy
         sequence mask); None: off.
@@ -50,6 +54,10 @@ class PolicyObjective:
     top_entropy_quantile: float = 1.0
     entropy_coef: float = 0.0
     off_policy_mask_threshold: float | None = None
+    vespo_k_pos: float = 2.0
+    vespo_lambda_pos: float = 3.0
+    vespo_k_neg: float = 3.0
+    vespo_lambda_neg: float = 2.0
 
 
 def per_token_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
@@ -156,6 +164,25 @@ def off_policy_sequence_mask(logps: torch.Tensor, old_logps: torch.Tensor, adv: 
     return ((adv >= 0) | (mean_kl <= threshold)).to(mask.dtype)
 
 
+@torch.no_grad()
+def gamma_weights(log_ratio: torch.Tensor, mask: torch.Tensor, adv: torch.Tensor, objective: PolicyObjective) -> torch.Tensor:
+    """vespo's ``[B, 1]`` weight ``phi(w) = exp(lambda + k log w - lambda w)`` of each sequence's ratio
+    ``w = exp(sum_t log_ratio)`` (log w clamped to [log 1e-8, 20] as TRL does); k, lambda by the sign of A.
+
+    log_ratio, mask: ``[B, T]``; adv: ``[B, 1]``. phi(1) = 1, and phi peaks at w = k / lambda.
+
+    >>> w = torch.log(torch.tensor([[1.0], [2.0]]))  # one token each: w = 1 and w = 2
+    >>> [round(x, 6) for x in gamma_weights(w, torch.ones(2, 1), torch.ones(2, 1), PolicyObjective()).squeeze(1).tolist()]
+    [1.0, 0.199148]
+    """
+    lower = torch.log(torch.tensor(1e-8)).item()
+    log_w = torch.clamp((torch.clamp(log_ratio, -20.0, 20.0) * mask).sum(-1, keepdim=True), lower, 20.0)  # [B, 1]
+    positive = adv >= 0
+    k = torch.where(positive, objective.vespo_k_pos, objective.vespo_k_neg)  # [B, 1]
+    lam = torch.where(positive, objective.vespo_lambda_pos, objective.vespo_lambda_neg).clamp(min=1e-4)  # [B, 1]
+    return torch.exp(lam + k * log_w - lam * torch.exp(log_w)).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float,
                       all_entropies: torch.Tensor | None = None) -> torch.Tensor:
     """The tokens whose entropy is at least the ``1 - quantile`` quantile of the batch's token entropies.
@@ -174,11 +201,15 @@ def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float
     return ((entropy * mask) >= threshold) & mask
 
 
-def policy_token_loss(logps: torch.Tensor, ratio: torch.Tensor, adv: torch.Tensor, loss_type: str, epsilon_low: float,
-                      epsilon_high: float, objective: PolicyObjective) -> torch.Tensor:
-    """The policy term per token, [B, T] (or [B, 1] before broadcasting). ratio: [B, T] or [B, 1]; adv: [B, 1]."""
+def policy_token_loss(logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.Tensor, ratio: torch.Tensor,
+                      adv: torch.Tensor, loss_type: str, epsilon_low: float, epsilon_high: float,
+                      objective: PolicyObjective) -> torch.Tensor:
+    """The policy term per token, [B, T] (or [B, 1] before broadcasting). logps, old_logps, mask: [B, T];
+    ratio: [B, T] or [B, 1]; adv: [B, 1]."""
     if loss_type == "cispo":
         return -torch.clamp(ratio, max=epsilon_high).detach() * adv * logps
+    if loss_type == "vespo":
+        return -gamma_weights(logps - old_logps, mask, adv, objective) * adv * logps
     if loss_type == "sapo":
         tau = torch.where(adv > 0, objective.sapo_temperature_pos, objective.sapo_temperature_neg)  # [B, 1]
         return -torch.sigmoid(tau * (ratio - 1)) * 4 / tau * adv
@@ -219,7 +250,7 @@ def grpo_loss(
         epsilon_low, epsilon_high: the ratio is clipped to ``[1 - epsilon_low, 1 + epsilon_high]``.
         loss_type: ``grpo``/``sapo`` (mean over each sequence, then over sequences), ``bnpo`` (token mean
             over the micro-batch), ``dr_grpo`` (sum / (B * L)), ``dapo``/``cispo`` (token mean over the
-            generation batch), ``luspo`` (sum over each sequence, mean over sequences).
+            generation batch), ``luspo`` (sum over each sequence, mean over sequences), ``vespo`` (as dapo).
         normalizer: accumulation and process counts, see LossNormalizer.
         kl_importance_correction: multiply the per-token KL by the importance ratio (TRL's
             ``use_bias_correction_kl``, on by default there): the KL is then estimated under the
@@ -241,7 +272,8 @@ def grpo_loss(
     old_logps = logps.detach() if old_logps is None else old_logps  # [B, T]
     ratio = importance_ratio(logps, old_logps, mask, objective.importance_sampling_level)  # [B, T] or [B, 1]
     adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # [B, 1], or [B, T] per token (PPO)
-    per_token_loss = policy_token_loss(logps, ratio, adv, loss_type, epsilon_low, epsilon_high, objective)
+    per_token_loss = policy_token_loss(logps, old_logps, mask, ratio, adv, loss_type, epsilon_low, epsilon_high,
+                                       objective)
     if objective.off_policy_mask_threshold is not None:
         per_token_loss = per_token_loss * off_policy_sequence_mask(logps, old_logps, adv, mask,
                                                                    objective.off_policy_mask_threshold)
@@ -270,7 +302,7 @@ def grpo_loss(
         if normalizer.max_completion_length is None:
             raise ValueError("dr_grpo needs normalizer.max_completion_length")
         loss = (per_token_loss * mask).sum() / (per_token_loss.size(0) * normalizer.max_completion_length)
-    else:  # dapo, cispo: already normalised by the whole generation batch's token count
+    else:  # dapo, cispo, vespo: already normalised by the whole generation batch's token count
         if normalizer.tokens_per_process is None:
             raise ValueError(f"{loss_type} needs normalizer.tokens_per_process")
         loss = (per_token_loss * mask).sum() / max(normalizer.tokens_per_process, 1.0)

@@ -67,9 +67,11 @@ def evaluate_policy(state: GRPOState, test_examples: list[GSM8KExample], tag: st
 
 def save(state: GRPOState) -> None:
     """Checkpoint the current step on the main process (atomic), then wait for every process."""
+    controller = state.entropy_controller
+    controller_state = controller.state_dict() if controller is not None else {}
     if state.accelerator.is_main_process:
         path = save_checkpoint(state.run_dir, state.step, state.policy, state.optimizer, state.scheduler,
-                               {"seed": state.args.seed}, keep=state.args.save_total_limit)
+                               {"seed": state.args.seed, **controller_state}, keep=state.args.save_total_limit)
         logger.info("saved %s", path)
     state.accelerator.wait_for_everyone()
 

@@ -42,6 +42,7 @@ class GRPOState:
     generation_batch: int = 0  # completions decoded at once; halved after an out-of-memory error
     merged_view: MergedAdapterView | None = None  # LoRA merged into a weight copy for decoding
     updates_this_step: int = 0
+    entropy_controller: Any | None = None  # use_adaptive_entropy's EntropyController
 
     @property
     def policy(self):

@@ -6,11 +6,9 @@ preflight) in ``inputs``; the state object in ``state``.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import logging
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,11 +21,10 @@ from pipeline.checkpoint import find_checkpoint, load_checkpoint
 from pipeline.data import GSM8KExample, get_template, render_prompt
 from pipeline.generation import eos_token_ids
 from pipeline.grpo.advantages import process_advantages
-from pipeline.grpo.config import GRPOArguments, policy_objective
+from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.dynamic_sampling import Scored, replace_flat_groups
 from pipeline.grpo.inputs import local_prompts, reward_functions
 from pipeline.grpo.logprobs import completion_logps
-from pipeline.grpo.loss import LossNormalizer, grpo_loss, high_entropy_mask, sequence_denominators
 from pipeline.grpo.metrics import step_metrics
 from pipeline.grpo.rollout import Rollout, collate_rollout, group_seed
 from pipeline.grpo.run_files import (
@@ -42,6 +39,7 @@ from pipeline.grpo.run_files import (
 )
 from pipeline.grpo.sampling import SamplingParams, right_pad, sample_groups
 from pipeline.grpo.state import GRPOState, decoding_view, sampling_model
+from pipeline.grpo.update import entropy_controller, train_on_rollout
 from pipeline.models import add_lora, load_model, load_tokenizer
 from pipeline.runtime import GracefulInterrupt, warn_if_cpu_bf16_is_slow
 from rewards import RewardBreakdown, combine_rewards
@@ -80,7 +78,7 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps,
-                              num_training_steps=args.max_steps * args.num_iterations)
+                              num_training_steps=args.max_steps * args.num_iterations * args.steps_per_generation)
     model, optimizer = accelerator.prepare(model, optimizer)
     run_dir = Path(args.output_dir)
     if accelerator.is_main_process:
@@ -95,6 +93,7 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
                       data_args.system_prompt, examples, eos_token_ids(accelerator.unwrap_model(model), tokenizer),
                       run_dir, model_args.use_peft)
     state.micro_batch_size = args.micro_batch_size
+    state.entropy_controller = entropy_controller(args)
     state.generation_batch = args.prompts_per_step // accelerator.num_processes * args.num_generations
     if model_args.use_peft:
         state.merged_view = decoding_view(state.policy, args)
@@ -110,6 +109,8 @@ def _resume(state: GRPOState) -> None:
         return
     saved = load_checkpoint(path, state.policy, state.optimizer, state.scheduler)
     state.step = saved["step"]
+    if state.entropy_controller is not None:
+        state.entropy_controller.load_state_dict(saved)
     state.history = read_metrics(state.run_dir, up_to_step=state.step)
     logger.info("resumed from %s at step %d", path, state.step)
 
@@ -204,12 +205,14 @@ def score(state: GRPOState, rollout: Rollout, batch: list[tuple[int, GSM8KExampl
 
 @torch.no_grad()
 def reference_logps(state: GRPOState, rollout: Rollout) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Old log-probs (only when mu > 1) and reference log-probs (only when beta > 0), chunked, no grad."""
+    """Old log-probs (only when a batch serves more than one update) and reference log-probs (only when
+    beta > 0), chunked, no grad."""
     args, policy = state.args, state.policy
     input_ids, attention_mask, T = rollout.input_ids(), rollout.attention_mask(), rollout.completion_ids.size(1)
     kwargs = dict(temperature=args.temperature, chunk_size=args.logps_chunk_size)
     policy.eval()  # no dropout: these are the sampling policy's probabilities
-    old = completion_logps(policy, input_ids, attention_mask, T, **kwargs)[0] if args.num_iterations > 1 else None
+    off_policy = args.num_iterations * args.steps_per_generation > 1
+    old = completion_logps(policy, input_ids, attention_mask, T, **kwargs)[0] if off_policy else None
     ref = None
     if args.beta > 0:
         if state.uses_lora:
@@ -218,76 +221,6 @@ def reference_logps(state: GRPOState, rollout: Rollout) -> tuple[torch.Tensor | 
         else:
             ref = completion_logps(state.ref_model, input_ids, attention_mask, T, **kwargs)[0]
     return old, ref
-
-
-def _micro_batches(n: int, size: int) -> list[slice]:
-    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
-
-
-def _entropy_mask(acc, entropy: torch.Tensor, mask: torch.Tensor, objective) -> torch.Tensor | None:
-    """top_entropy_quantile's token mask, its threshold taken over every process's micro-batch (as TRL does)."""
-    if objective.top_entropy_quantile >= 1.0:
-        return None
-    local = entropy[mask.bool()].float()  # [n]
-    if acc.num_processes > 1:  # -1 pads the shorter processes' lists: no entropy is negative
-        gathered = acc.gather(acc.pad_across_processes(local.to(acc.device), dim=0, pad_index=-1.0)).cpu()
-        local = gathered[gathered >= 0]
-    return high_entropy_mask(entropy, mask, objective.top_entropy_quantile, all_entropies=local)
-
-
-def train_on_rollout(state: GRPOState, rollout: Rollout, advantages: torch.Tensor,
-                     old: torch.Tensor | None, ref: torch.Tensor | None) -> dict[str, float]:
-    """mu optimizer updates on one generation batch; returns this process's training metrics."""
-    args, acc, model = state.args, state.accelerator, state.model
-    input_ids, attention_mask = rollout.input_ids(), rollout.attention_mask()
-    mask, T = rollout.completion_mask, rollout.completion_ids.size(1)
-    slices = _micro_batches(rollout.num_completions, state.micro_batch_size)
-    tokens_total = acc.gather(mask.sum().reshape(1).to(acc.device)).sum().item()
-    normalizer = LossNormalizer(len(slices), tokens_total / acc.num_processes, args.max_completion_length)
-    # Per-completion denominators make the update independent of the micro-batch cut (uneven slices and
-    # the out-of-memory retry's finer cut included); bnpo keeps the configured micro-batches' token counts.
-    denominators = sequence_denominators(mask, args.loss_type, micro_batch_size=args.micro_batch_size,
-                                         max_completion_length=args.max_completion_length,
-                                         tokens_per_process=tokens_total / acc.num_processes)
-    objective = policy_objective(args)
-    sums: dict[str, float] = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "entropy": 0.0, "grad_norm": 0.0}
-    model.train()
-    for _ in range(args.num_iterations):
-        for index, rows in enumerate(slices):
-            sync = index == len(slices) - 1
-            context = acc.no_sync(model) if not sync and acc.num_processes > 1 else contextlib.nullcontext()
-            with context:
-                logps, entropy = completion_logps(model, input_ids[rows], attention_mask[rows], T,
-                                                  temperature=args.temperature, with_entropy=True,
-                                                  entropy_grad=objective.entropy_coef != 0.0)
-                out = grpo_loss(logps, None if old is None else old[rows], None if ref is None else ref[rows],
-                                advantages[rows].to(logps.dtype), mask[rows], beta=args.beta,
-                                epsilon_low=args.epsilon_low, epsilon_high=args.epsilon_high,
-                                loss_type=args.loss_type, normalizer=normalizer,
-                                kl_importance_correction=args.kl_importance_correction,
-                                denominators=denominators[rows], objective=objective, entropy=entropy,
-                                entropy_mask=_entropy_mask(acc, entropy.detach(), mask[rows], objective))
-                acc.backward(out.loss)
-                entropy = entropy.detach()
-            weight = 1.0 / (len(slices) * args.num_iterations)
-            # The backpropagated micro-batch losses add up to the generation batch's loss.
-            sums["loss"] += out.loss.item() / args.num_iterations
-            sums["kl"] += (out.kl.item() if out.kl is not None else 0.0) * weight
-            sums["clip_low"] += out.clip_low.item() * weight
-            sums["clip_high"] += out.clip_high.item() * weight
-            sums["entropy"] += ((entropy * mask[rows]).sum() / mask[rows].sum().clamp(min=1)).item() * weight
-        grad_norm = acc.clip_grad_norm_(model.parameters(), args.max_grad_norm if args.max_grad_norm > 0 else math.inf)
-        if math.isfinite(float(grad_norm)) and math.isfinite(sums["loss"]):
-            state.updates_this_step += 1
-            state.optimizer.step()
-            state.scheduler.step()
-        else:  # a NaN/inf loss or gradient: skip this update, keep the last good weights
-            sums["skipped_updates"] = sums.get("skipped_updates", 0.0) + 1
-            logger.warning("step %d: non-finite loss or gradient norm (%s); update skipped", state.step + 1, grad_norm)
-        state.optimizer.zero_grad(set_to_none=True)
-        sums["grad_norm"] += float(grad_norm) / args.num_iterations
-    sums.setdefault("skipped_updates", 0.0)
-    return sums
 
 
 def run_step(state: GRPOState) -> dict[str, float]:

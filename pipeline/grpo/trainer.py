@@ -97,6 +97,13 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     state.generation_batch = args.prompts_per_step // accelerator.num_processes * args.num_generations
     if model_args.use_peft:
         state.merged_view = decoding_view(state.policy, args)
+    if args.use_vllm:
+        from pipeline.grpo.vllm_engine import VLLMEngine
+
+        state.vllm = VLLMEngine(model_args.model_name_or_path, seed=args.seed,
+                                max_model_length=args.vllm_max_model_length or args.max_prompt_length + args.max_completion_length,
+                                gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+                                enable_sleep_mode=args.vllm_enable_sleep_mode)
     if args.resume_from_checkpoint:
         _resume(state)
     return state
@@ -132,9 +139,13 @@ def generate(state: GRPOState, batch: list[tuple[int, GSM8KExample]], ignore_eos
     params = SamplingParams(args.num_generations, args.max_completion_length, args.temperature, args.top_p,
                             tuple(sorted(state.eos_ids)), tokenizer.pad_token_id, ignore_eos)
     state.policy.eval()
+    sampling_logps = None
     try:
-        with sampling_model(state) as model:
-            completions = _sample_with_retry(state, model, prompts, seeds, params)  # [P * G, T]
+        if state.vllm is not None:
+            completions, sampling_logps = _sample_with_vllm(state, prompts, params)  # [P * G, T] each
+        else:
+            with sampling_model(state) as model:
+                completions = _sample_with_retry(state, model, prompts, seeds, params)  # [P * G, T]
     except torch.OutOfMemoryError:
         if state.merged_view is None:
             raise
@@ -144,8 +155,26 @@ def generate(state: GRPOState, batch: list[tuple[int, GSM8KExample]], ignore_eos
         completions = _sample_with_retry(state, state.policy, prompts, seeds, params)
     G = args.num_generations
     groups = [(prompt, completions[i * G : (i + 1) * G]) for i, prompt in enumerate(prompts)]
-    return collate_rollout(groups, pad_token_id=tokenizer.pad_token_id, eos_ids=state.eos_ids, group_size=G,
-                           mask_truncated_completions=args.mask_truncated_completions, tokenizer=tokenizer)
+    rollout = collate_rollout(groups, pad_token_id=tokenizer.pad_token_id, eos_ids=state.eos_ids, group_size=G,
+                              mask_truncated_completions=args.mask_truncated_completions, tokenizer=tokenizer)
+    if sampling_logps is not None:
+        rollout.sampling_logps = sampling_logps[:, : rollout.completion_ids.size(1)]
+    return rollout
+
+
+def _sample_with_vllm(state: GRPOState, prompts: list[torch.Tensor], params: SamplingParams):
+    """vLLM's samples, after sending it the policy's weights if an update changed them since the last send."""
+    if state.vllm.synced_step != state.step:
+        from pipeline.grpo.vllm_engine import vllm_weights
+
+        merged = state.merged_view if state.uses_lora else None
+        if state.uses_lora and merged is None:
+            from pipeline.models import MergedAdapterView
+
+            merged = MergedAdapterView(state.policy)
+        state.vllm.load_weights(vllm_weights(state.policy, merged))
+        state.vllm.synced_step = state.step
+    return state.vllm.sample(prompts, params)
 
 
 def _sample_with_retry(state: GRPOState, model, prompts: list[torch.Tensor], seeds: list[int],
@@ -211,7 +240,8 @@ def reference_logps(state: GRPOState, rollout: Rollout) -> tuple[torch.Tensor | 
     input_ids, attention_mask, T = rollout.input_ids(), rollout.attention_mask(), rollout.completion_ids.size(1)
     kwargs = dict(temperature=args.temperature, chunk_size=args.logps_chunk_size)
     policy.eval()  # no dropout: these are the sampling policy's probabilities
-    off_policy = args.num_iterations * args.steps_per_generation > 1
+    off_policy = args.num_iterations * args.steps_per_generation > 1 or (
+        args.use_vllm and args.vllm_importance_sampling_correction)  # the ratio to vLLM's probabilities needs them
     old = completion_logps(policy, input_ids, attention_mask, T, **kwargs)[0] if off_policy else None
     ref = None
     if args.beta > 0:

@@ -13,6 +13,7 @@ import torch
 from pipeline.grpo.config import policy_objective
 from pipeline.grpo.logprobs import completion_logps
 from pipeline.grpo.loss import LossNormalizer, grpo_loss, high_entropy_mask, sequence_denominators
+from pipeline.grpo.vllm_engine import sampling_importance_weights
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,12 @@ def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor
                                                     max_completion_length=args.max_completion_length,
                                                     tokens_per_process=tokens_per_update) for r in updates])
     base_objective = policy_objective(args)
+    sampling_logps = rollout.sampling_logps  # vLLM's log-probs of the samples, or None
+    sampling_ratio = None
+    if sampling_logps is not None and args.vllm_importance_sampling_correction:
+        sampling_ratio = sampling_importance_weights(
+            old, sampling_logps.to(old.dtype), mask, args.vllm_importance_sampling_mode,
+            args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max)
     total_updates = args.num_iterations * parts
     sums: dict[str, float] = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "entropy": 0.0,
                               "grad_norm": 0.0, "skipped_updates": 0.0}
@@ -129,7 +136,9 @@ def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor
                                     loss_type=args.loss_type, normalizer=normalizer,
                                     kl_importance_correction=args.kl_importance_correction,
                                     denominators=denominators[rows], objective=objective, entropy=entropy,
-                                    entropy_mask=entropy_mask)
+                                    entropy_mask=entropy_mask,
+                                    sampling_ratio=None if sampling_ratio is None else sampling_ratio[rows],
+                                    sampling_logps=None if sampling_logps is None else sampling_logps[rows])
                     acc.backward(out.loss)
                     entropy = entropy.detach()
                 selected = mask[rows] if entropy_mask is None else mask[rows] * entropy_mask
@@ -147,6 +156,10 @@ def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor
                 state.entropy_controller.update(_global_mean(acc, *window))
     if state.entropy_controller is not None:
         sums["entropy_coef"] = state.entropy_controller.coef
+    if sampling_ratio is not None:  # how far vLLM's sampling probabilities were from the trainer's
+        kept = sampling_ratio.expand_as(mask)[mask.bool()]
+        sums["vllm_importance_ratio_mean"] = kept.mean().item() if kept.numel() else 1.0
+        sums["vllm_importance_ratio_min"] = kept.min().item() if kept.numel() else 1.0
     return sums
 
 

@@ -60,7 +60,9 @@ def _grpo_args(profile: Profile, steps: int, output_dir: Path) -> GRPOArguments:
 # TRL's own GRPOConfig defaults that our equal-settings comparison turns off (bf16=None lets TRL pick,
 # which is bf16 unless fp16 is set).
 TRL_DEFAULTS = {"gradient_checkpointing": True, "bf16": None}
-BACKENDS = ("ours", "trl", "ours-checkpointed", "trl-defaults")
+BACKENDS = ("ours", "trl", "ours-checkpointed", "trl-defaults", "ours-vllm", "trl-vllm")
+# TRL's vLLM rollouts in its colocate mode, the counterpart of our use_vllm.
+TRL_VLLM = {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3}
 
 
 def _peak_memory_mb() -> float:
@@ -114,7 +116,9 @@ def _run_trl(backend, args, model_args, data_args, examples) -> tuple[list[float
                 tokens.append(float(logs["num_tokens"]) - seen[0])
                 seen[0] = float(logs["num_tokens"])
 
-    overrides = TRL_DEFAULTS if backend == "trl-defaults" else None
+    overrides = {"trl-defaults": TRL_DEFAULTS, "trl-vllm": TRL_VLLM}.get(backend)
+    if backend == "trl-vllm":  # vLLM's names for the fixed token count (EOS suppressed)
+        overrides = overrides | {"generation_kwargs": {"min_tokens": args.max_completion_length, "ignore_eos": True}}
     train_with_trl(args, model_args, data_args, examples, callbacks=[Timer()], config_overrides=overrides)
     return step_times, splits, tokens
 
@@ -132,6 +136,7 @@ def run_worker(profile_name: str, backend: str, steps: int, warmup: int) -> dict
     examples, _ = load_grpo_examples(data_args)
     args = _grpo_args(profile, warmup + steps, work / "run")
     args.gradient_checkpointing = backend == "ours-checkpointed"
+    args.use_vllm = backend == "ours-vllm"  # vLLM samples; vllm_importance_sampling_correction on (TRL's default)
     if backend.startswith("ours"):
         state = setup(args, model_args, data_args, examples)
         step_times, splits, tokens = [], [], []
@@ -168,7 +173,9 @@ def summarize(results: list[dict]) -> dict:
         table[backend]["split_s"] = {k: statistics.median(r["split"][k] for r in runs) for k in runs[0]["split"]}
     pairs = {"speedup_ours_over_trl": ("ours", "trl"),
              "speedup_ours_over_trl_defaults": ("ours", "trl-defaults"),
-             "speedup_ours_checkpointed_over_trl_defaults": ("ours-checkpointed", "trl-defaults")}
+             "speedup_ours_checkpointed_over_trl_defaults": ("ours-checkpointed", "trl-defaults"),
+             "speedup_ours_vllm_over_ours": ("ours-vllm", "ours"),
+             "speedup_ours_vllm_over_trl_vllm": ("ours-vllm", "trl-vllm")}
     for key, (ours, theirs) in pairs.items():
         if ours in table and theirs in table:
             table[key] = table[theirs]["median_s"] / table[ours]["median_s"]
@@ -186,7 +193,13 @@ def markdown(profile: str, table: dict, command: str) -> str:
         lines.append(f"| {backend} | {row['steps_timed']} | {row['median_s']:.2f} / {row['min_s']:.2f} / {row['max_s']:.2f} "
                      f"| {row['generated_tokens_per_s']:.1f} | {row['trained_tokens_per_s']:.1f} "
                      f"| {row['peak_memory_mb']:.0f} | {split_text} |")
-    lines += ["", f"Ours / TRL steps per second (equal settings): **{table['speedup_ours_over_trl']:.2f}x**"]
+    if "speedup_ours_over_trl" in table:
+        lines += ["", f"Ours / TRL steps per second (equal settings): **{table['speedup_ours_over_trl']:.2f}x**"]
+    if "speedup_ours_vllm_over_ours" in table:
+        lines.append(f"Ours with vLLM rollouts / ours with the built-in sampler: "
+                     f"**{table['speedup_ours_vllm_over_ours']:.2f}x**")
+    if "speedup_ours_vllm_over_trl_vllm" in table:
+        lines.append(f"Ours with vLLM / TRL with vLLM (colocate): **{table['speedup_ours_vllm_over_trl_vllm']:.2f}x**")
     if "speedup_ours_over_trl_defaults" in table:
         lines.append(f"Ours / TRL at its defaults (gradient checkpointing, bf16): "
                      f"**{table['speedup_ours_over_trl_defaults']:.2f}x**")

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trl_defaults", type=int, default=1,
                         help="Extra rounds, after the others, of ours with gradient checkpointing and of TRL at its "
                              "own defaults (gradient checkpointing, bf16): the low-memory settings.")
+    parser.add_argument("--vllm", action="store_true",
+                        help="Ours and TRL, each with its built-in sampler and with vLLM rollouts (our use_vllm, "
+                             "TRL's colocate mode), in alternating rounds; needs a venv with vLLM (make vllm-venv).")
     parser.add_argument("--out_dir", type=Path, default=ROOT / "docs" / "benchmarks", help="Where JSON + Markdown go.")
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     results = []
     schedule = [("ours", "trl")] * args.rounds + [("ours-checkpointed", "trl-defaults")] * args.trl_defaults
+    if args.vllm:
+        schedule = [("ours", "ours-vllm", "trl", "trl-vllm")] * args.rounds
     for round_index, backends in enumerate(schedule):
         for backend in backends:
             result_file = Path(tempfile.mkstemp(suffix=".json")[1])
@@ -52,8 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{sorted(results[-1]['step_times'])[len(results[-1]['step_times']) // 2]:.2f} s", flush=True)
     table = summarize(results)
     command = (f"python scripts/benchmark.py --profile {args.profile} --steps {args.steps} --warmup {args.warmup} "
-               f"--rounds {args.rounds} --trl_defaults {args.trl_defaults}")
-    path = save(args.out_dir, args.profile, results, table, command)
+               f"--rounds {args.rounds} " + ("--vllm" if args.vllm else f"--trl_defaults {args.trl_defaults}"))
+    path = save(args.out_dir, args.profile + ("-vllm" if args.vllm else ""), results, table, command)
     print(markdown(args.profile, table, command))
     print(f"written: {path} and {path.with_suffix('.json')}")
     return table

@@ -100,7 +100,9 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     if args.use_vllm:
         from pipeline.grpo.vllm_engine import VLLMEngine
 
-        state.vllm = VLLMEngine(model_args.model_name_or_path, seed=args.seed,
+        from pipeline.models import resolve_model_path
+
+        state.vllm = VLLMEngine(resolve_model_path(model_args), seed=args.seed,
                                 max_model_length=args.vllm_max_model_length or args.max_prompt_length + args.max_completion_length,
                                 gpu_memory_utilization=args.vllm_gpu_memory_utilization,
                                 enable_sleep_mode=args.vllm_enable_sleep_mode)

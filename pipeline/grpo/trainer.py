@@ -40,7 +40,7 @@ from pipeline.grpo.run_files import (
 from pipeline.grpo.sampling import SamplingParams, right_pad, sample_groups
 from pipeline.grpo.state import GRPOState, decoding_view, sampling_model
 from pipeline.grpo.update import entropy_controller, train_on_rollout
-from pipeline.models import add_lora, load_model, load_tokenizer
+from pipeline.models import add_lora, load_model, load_tokenizer, resolve_model_path
 from pipeline.runtime import GracefulInterrupt, warn_if_cpu_bf16_is_slow
 from rewards import RewardBreakdown, combine_rewards
 
@@ -98,9 +98,7 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     if model_args.use_peft:
         state.merged_view = decoding_view(state.policy, args)
     if args.use_vllm:
-        from pipeline.grpo.vllm_engine import VLLMEngine
-
-        from pipeline.models import resolve_model_path
+        from pipeline.grpo.vllm_engine import VLLMEngine  # imports vLLM only when asked for
 
         state.vllm = VLLMEngine(resolve_model_path(model_args), seed=args.seed,
                                 max_model_length=args.vllm_max_model_length or args.max_prompt_length + args.max_completion_length,

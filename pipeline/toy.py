@@ -59,12 +59,17 @@ def noisy_sft(model, tokenizer, examples: list[GSM8KExample], *, wrong_fraction:
 
 
 @torch.no_grad()
-def greedy_outcomes(model, tokenizer, examples: list[GSM8KExample]) -> list[int]:
-    """Per problem, 1 if the greedy answer is exactly the sum, else 0."""
+def greedy_answers(model, tokenizer, examples: list[GSM8KExample]) -> list[str]:
+    """The greedy answer to each problem, stripped."""
     from pipeline.generation import generate
 
     out = generate(model, tokenizer, [e.question for e in examples], max_new_tokens=4, do_sample=False)
-    return [int(t[0].strip() == e.answer) for t, e in zip(out.texts, examples)]
+    return [t[0].strip() for t in out.texts]
+
+
+def greedy_outcomes(model, tokenizer, examples: list[GSM8KExample]) -> list[int]:
+    """Per problem, 1 if the greedy answer is exactly the sum, else 0."""
+    return [int(a == e.answer) for a, e in zip(greedy_answers(model, tokenizer, examples), examples)]
 
 
 def greedy_exact_match(model, tokenizer, examples: list[GSM8KExample]) -> float:
@@ -168,22 +173,25 @@ def last_steps_means(history: list[dict], steps: int = 10) -> dict[str, float]:
     return means
 
 
+def _load_trained(model_dir: Path, start: ToyStartPoint):
+    """A trained folder's model (eval mode) and the start point's tokenizer."""
+    from pipeline.arguments import ModelArguments
+    from pipeline.models import load_model, load_tokenizer
+
+    model = load_model(ModelArguments(model_name_or_path=str(model_dir))).eval()
+    return model, load_tokenizer(ModelArguments(model_name_or_path=str(start.model_dir)))
+
+
 @torch.no_grad()
 def kl_from_start(model_dir: Path, start: ToyStartPoint) -> float:
     """Mean per-token KL(trained || start point), exact over the vocabulary, at the tokens of the trained
     model's greedy answers (their EOS included) to the held-out problems: how far training moved the policy
     where it acts, whatever beta was (with beta = 0 no reference is loaded during training)."""
-    from pipeline.arguments import ModelArguments
-    from pipeline.generation import generate
-    from pipeline.models import load_model, load_tokenizer
-
-    trained = load_model(ModelArguments(model_name_or_path=str(model_dir))).eval()
-    reference = load_model(ModelArguments(model_name_or_path=str(start.model_dir))).eval()
-    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(start.model_dir)))
-    prompts = [e.question for e in start.held_out]
-    answers = [t[0].strip() for t in generate(trained, tokenizer, prompts, max_new_tokens=4, do_sample=False).texts]
+    trained, tokenizer = _load_trained(model_dir, start)
+    reference, _ = _load_trained(start.model_dir, start)
     total, count = 0.0, 0
-    for prompt, answer in zip(prompts, answers):  # one row at a time: no padding
+    for example, answer in zip(start.held_out, greedy_answers(trained, tokenizer, start.held_out)):
+        prompt = example.question  # one row at a time: no padding
         ids = tokenizer(prompt + answer + tokenizer.eos_token, return_tensors="pt", add_special_tokens=False).input_ids
         targets = ids.size(1) - len(tokenizer(prompt, add_special_tokens=False).input_ids)  # answer + EOS
         logp = torch.log_softmax(trained(ids).logits[0, -targets - 1 : -1].double(), -1)  # [targets, V]
@@ -195,9 +203,4 @@ def kl_from_start(model_dir: Path, start: ToyStartPoint) -> float:
 
 def held_out_outcomes(model_dir: Path, start: ToyStartPoint) -> list[int]:
     """Greedy exact match of a trained folder on the held-out problems (the start point's tokenizer)."""
-    from pipeline.arguments import ModelArguments
-    from pipeline.models import load_model, load_tokenizer
-
-    model = load_model(ModelArguments(model_name_or_path=str(model_dir))).eval()
-    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(start.model_dir)))
-    return greedy_outcomes(model, tokenizer, start.held_out)
+    return greedy_outcomes(*_load_trained(model_dir, start), start.held_out)

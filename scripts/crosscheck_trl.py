@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.grpo.config import GRPOArguments
-from pipeline.grpo.crosscheck import PARITY_CASES, VARIANT_CASES, adaptive_entropy_case, parity_case
+from pipeline.grpo.crosscheck import PARITY_CASES, VARIANT_CASES, adaptive_entropy_case, losses_agree, parity_case
 from pipeline.runtime import setup_logging
 
 logger = logging.getLogger("crosscheck_trl")
@@ -48,8 +48,7 @@ def unit_level(model_dir: Path, work: Path) -> bool:
     print("\nAdaptive entropy (use_adaptive_entropy): loss and entropy_coef after each update, ours vs TRL")
     print(f"{'update':>6} {'our loss':>13} {'TRL loss':>13} {'our coef':>9} {'TRL coef':>9}  ok")
     for index, row in enumerate(adaptive_entropy_case(model_dir, work / "adaptive"), start=1):
-        ok = (abs(row["our_loss"] - row["trl_loss"]) <= 1e-6 + 1e-5 * abs(row["trl_loss"])
-              and abs(row["our_coef"] - row["trl_coef"]) <= 1e-12)
+        ok = losses_agree(row["our_loss"], row["trl_loss"]) and abs(row["our_coef"] - row["trl_coef"]) <= 1e-12
         all_ok &= ok
         print(f"{index:>6} {row['our_loss']:>13.6e} {row['trl_loss']:>13.6e} {row['our_coef']:>9.4f} "
               f"{row['trl_coef']:>9.4f}  {'yes' if ok else 'NO'}")

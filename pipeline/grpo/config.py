@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.grpo.advantages import MULTI_OBJECTIVE_AGGREGATIONS, SCALE_REWARDS
@@ -98,7 +98,8 @@ class GRPOArguments(ValidatedConfig):
              "(0.2 in the '80/20' paper); 1.0: all tokens.")
     off_policy_mask_threshold: float | None = field_with_help(
         None, "Off-policy sequence mask (DeepSeek-V3.2): drop the policy term of a negative-advantage completion "
-              "whose mean token KL from the sampling policy exceeds this; matters with num_iterations > 1.")
+              "whose mean token KL from the sampling policy exceeds this; matters off-policy (num_iterations or "
+              "steps_per_generation > 1, or use_vllm).")
     entropy_coef: float = field_with_help(
         0.0, "Entropy bonus: subtract entropy_coef x the mean token entropy from the loss (keeps float32 "
              "log-softmax rows for the backward pass); 0: none. With use_adaptive_entropy, its starting value.")
@@ -212,8 +213,5 @@ class GRPOArguments(ValidatedConfig):
 
 
 def policy_objective(args: GRPOArguments) -> PolicyObjective:
-    """The loss variant options of a run's config."""
-    return PolicyObjective(args.importance_sampling_level, args.delta, args.sapo_temperature_pos,
-                           args.sapo_temperature_neg, args.top_entropy_quantile, args.entropy_coef,
-                           args.off_policy_mask_threshold, args.vespo_k_pos, args.vespo_lambda_pos,
-                           args.vespo_k_neg, args.vespo_lambda_neg)
+    """The loss variant options of a run's config (every PolicyObjective field is a config option of that name)."""
+    return PolicyObjective(**{f.name: getattr(args, f.name) for f in fields(PolicyObjective)})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -12,6 +12,7 @@ from pipeline.grpo.loss import LOSS_TYPES, LossNormalizer, PolicyObjective, grpo
 from pipeline.grpo.vllm_engine import sampling_importance_weights
 
 BATCH, WIDTH, GROUP = 6, 5, 3
+OBJECTIVE_OPTIONS = {f.name for f in fields(PolicyObjective)}  # the variant options our loss takes directly
 # Padding, EOS at several places and one truncated row (no EOS) in every case.
 COMPLETION_MASK = torch.tensor(
     [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
@@ -59,8 +60,14 @@ class ParityResult:
     clip_low: float
     clip_high: float
 
-    def ok(self, rtol: float = 1e-5, loss_atol: float = 1e-6) -> bool:
-        return abs(self.our_loss - self.trl_loss) <= loss_atol + rtol * abs(self.trl_loss) and self.max_grad_error <= rtol
+    def ok(self, rtol: float = 1e-5) -> bool:
+        return losses_agree(self.our_loss, self.trl_loss, rtol) and self.max_grad_error <= rtol
+
+
+def losses_agree(ours: float, trl: float, rtol: float = 1e-5, atol: float = 1e-6) -> bool:
+    """Within ``atol + rtol * |trl|``: TRL's fused LM head gives float32 log-probs even for a float64 model,
+    which sets an absolute floor."""
+    return abs(ours - trl) <= atol + rtol * abs(trl)
 
 
 def trl_trainer_for_loss(model, tokenizer, output_dir, loss_type, beta, mu, temperature, kl_correction, variant):
@@ -149,8 +156,7 @@ def parity_case(model_dir: str | Path, output_dir: str | Path, loss_type: str, b
     trl_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     model.zero_grad()
-    objective = PolicyObjective(**{k: v for k, v in variant.items()
-                                   if k != "steps_per_generation" and not k.startswith("vllm_")})
+    objective = PolicyObjective(**{k: v for k, v in variant.items() if k in OBJECTIVE_OPTIONS})
     logps, entropy = completion_logps(model, input_ids, attention_mask, WIDTH, temperature=temperature,
                                       with_entropy=True, entropy_grad=objective.entropy_coef != 0.0)
     entropy_mask = None
@@ -183,14 +189,16 @@ def adaptive_entropy_case(model_dir: str | Path, output_dir: str | Path, loss_ty
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
-    batches = []
+    batches, entropies = [], []
     for seed in range(1, updates + 1):
         prompt_ids, prompt_mask, completion_ids, mask, _ = _batch(tokenizer, seed)
         input_ids, attention_mask = torch.cat([prompt_ids, completion_ids], 1), torch.cat([prompt_mask, mask], 1)
         with torch.no_grad():
             _, entropy = completion_logps(model, input_ids, attention_mask, WIDTH, temperature=0.9, with_entropy=True)
-        batches.append((prompt_ids, prompt_mask, completion_ids, mask, ((entropy * mask).sum() / mask.sum()).item()))
-    target = sorted(b[-1] for b in batches)[updates // 2]
+        entropies.append(((entropy * mask).sum() / mask.sum()).item())
+        batches.append(({"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+                         "completion_mask": mask}, input_ids, attention_mask))
+    target = sorted(entropies)[updates // 2]
     options = {"use_adaptive_entropy": True, "entropy_coef": 0.05, "entropy_target": target,
                "entropy_coef_delta": 0.02, "entropy_coef_max": 0.09}
     trainer = trl_trainer_for_loss(model, tokenizer, output_dir, loss_type, 0.0, 1, 0.9, False, options)
@@ -198,11 +206,10 @@ def adaptive_entropy_case(model_dir: str | Path, output_dir: str | Path, loss_ty
     ours = EntropyController(0.05, target, 0.02, 0.0, 0.09)
     advantages = torch.tensor([1.1, -0.6, 0.3, -1.4, 0.8, -0.2], dtype=torch.float64)
     rows = []
-    for prompt_ids, prompt_mask, completion_ids, mask, _ in batches:
-        inputs = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
-                  "completion_mask": mask, "advantages": advantages, "num_items_in_batch": mask.sum()}
+    for tensors, input_ids, attention_mask in batches:
+        mask = tensors["completion_mask"]
+        inputs = tensors | {"advantages": advantages, "num_items_in_batch": mask.sum()}
         trl_loss = trainer._compute_loss(model, inputs).item()
-        input_ids, attention_mask = torch.cat([prompt_ids, completion_ids], 1), torch.cat([prompt_mask, mask], 1)
         with torch.no_grad():
             logps, entropy = completion_logps(model, input_ids, attention_mask, WIDTH, temperature=0.9,
                                               with_entropy=True)

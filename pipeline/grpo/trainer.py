@@ -40,7 +40,8 @@ from pipeline.grpo.run_files import (
 from pipeline.grpo.sampling import SamplingParams, right_pad, sample_groups
 from pipeline.grpo.state import GRPOState, decoding_view, sampling_model
 from pipeline.grpo.update import entropy_controller, train_on_rollout
-from pipeline.models import add_lora, load_model, load_tokenizer, resolve_model_path
+from pipeline.grpo.vllm_engine import VLLMEngine, vllm_weights  # vLLM itself is imported by VLLMEngine only
+from pipeline.models import MergedAdapterView, add_lora, load_model, load_tokenizer, resolve_model_path
 from pipeline.runtime import GracefulInterrupt, warn_if_cpu_bf16_is_slow
 from rewards import RewardBreakdown, combine_rewards
 
@@ -98,8 +99,6 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     if model_args.use_peft:
         state.merged_view = decoding_view(state.policy, args)
     if args.use_vllm:
-        from pipeline.grpo.vllm_engine import VLLMEngine  # imports vLLM only when asked for
-
         state.vllm = VLLMEngine(resolve_model_path(model_args), seed=args.seed,
                                 max_model_length=args.vllm_max_model_length or args.max_prompt_length + args.max_completion_length,
                                 gpu_memory_utilization=args.vllm_gpu_memory_utilization,
@@ -165,13 +164,7 @@ def generate(state: GRPOState, batch: list[tuple[int, GSM8KExample]], ignore_eos
 def _sample_with_vllm(state: GRPOState, prompts: list[torch.Tensor], params: SamplingParams):
     """vLLM's samples, after sending it the policy's weights if an update changed them since the last send."""
     if state.vllm.synced_step != state.step:
-        from pipeline.grpo.vllm_engine import vllm_weights
-
-        merged = state.merged_view if state.uses_lora else None
-        if state.uses_lora and merged is None:
-            from pipeline.models import MergedAdapterView
-
-            merged = MergedAdapterView(state.policy)
+        merged = (state.merged_view or MergedAdapterView(state.policy)) if state.uses_lora else None
         state.vllm.load_weights(vllm_weights(state.policy, merged))
         state.vllm.synced_step = state.step
     return state.vllm.sample(prompts, params)

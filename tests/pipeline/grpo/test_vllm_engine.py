@@ -10,7 +10,7 @@ pytest.importorskip("vllm", reason="vLLM tests run in their own venv: `make test
 from pipeline.arguments import ModelArguments  # noqa: E402
 from pipeline.grpo.logprobs import completion_logps  # noqa: E402
 from pipeline.grpo.sampling import SamplingParams  # noqa: E402
-from pipeline.grpo.vllm_engine import VLLMEngine, vllm_weights  # noqa: E402
+from pipeline.grpo.vllm_engine import VLLMEngine, kv_cache_bytes, vllm_weights  # noqa: E402
 from pipeline.models import MergedAdapterView, add_lora, load_model  # noqa: E402
 from pipeline.tiny import build_char_llama  # noqa: E402
 from pipeline.toy import ALPHABET, save_model  # noqa: E402
@@ -22,7 +22,8 @@ PROMPT, COMPLETION = "12+34=", "46"
 def engine_and_model(tmp_path_factory):
     model, tokenizer = build_char_llama(ALPHABET, seed=1)
     folder = save_model(model, tokenizer, tmp_path_factory.mktemp("char-llama"))
-    engine = VLLMEngine(str(folder), max_model_length=64, gpu_memory_utilization=0.5, seed=0)
+    engine = VLLMEngine(str(folder), max_model_length=64, gpu_memory_utilization=0.5, seed=0,
+                        kv_cache_memory_bytes=kv_cache_bytes(str(folder), sequences=4000, max_model_length=64))
     return engine, folder, tokenizer
 
 
@@ -129,7 +130,8 @@ def test_grpo_with_vllm_rollouts_learns_the_toy_task(tmp_path):
 
     start = load_or_build_start_point(tmp_path / "start")
     before = held_out_outcomes(start.model_dir, start)
-    args = replace(toy_grpo_arguments(tmp_path / "run"), use_vllm=True, vllm_gpu_memory_utilization=0.5)
+    # The default KV-cache size on CPU (one generation batch): the module's engine is still alive here.
+    args = replace(toy_grpo_arguments(tmp_path / "run"), use_vllm=True)
     summary, trained = train_toy(start, args)
     after = held_out_outcomes(trained, start)
     assert sum(after) / len(after) - sum(before) / len(before) >= 0.5, (sum(before), sum(after))

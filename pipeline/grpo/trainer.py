@@ -40,11 +40,7 @@ from pipeline.grpo.run_files import (
 from pipeline.grpo.sampling import SamplingParams, right_pad, sample_groups
 from pipeline.grpo.state import GRPOState, decoding_view, sampling_model
 from pipeline.grpo.update import entropy_controller, train_on_rollout
-from pipeline.grpo.vllm_engine import (  # vLLM itself is imported by VLLMEngine only
-    VLLMEngine,
-    kv_cache_bytes,
-    vllm_weights,
-)
+from pipeline.grpo.vllm_engine import VLLMEngine, vllm_weights  # vLLM itself is imported by VLLMEngine only
 from pipeline.models import MergedAdapterView, add_lora, load_model, load_tokenizer, resolve_model_path
 from pipeline.runtime import GracefulInterrupt, warn_if_cpu_bf16_is_slow
 from rewards import RewardBreakdown, combine_rewards
@@ -103,23 +99,15 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     if model_args.use_peft:
         state.merged_view = decoding_view(state.policy, args)
     if args.use_vllm:
-        state.vllm = _vllm_engine(args, resolve_model_path(model_args), state.generation_batch)
+        kv_bytes = None if args.vllm_kv_cache_gib is None else int(args.vllm_kv_cache_gib * 2**30)
+        state.vllm = VLLMEngine(resolve_model_path(model_args), seed=args.seed,
+                                max_model_length=args.vllm_max_model_length or args.max_prompt_length + args.max_completion_length,
+                                batch_sequences=state.generation_batch, kv_cache_memory_bytes=kv_bytes,
+                                gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+                                enable_sleep_mode=args.vllm_enable_sleep_mode)
     if args.resume_from_checkpoint:
         _resume(state)
     return state
-
-
-def _vllm_engine(args: GRPOArguments, model_dir: str, generation_batch: int) -> VLLMEngine:
-    max_model_length = args.vllm_max_model_length or args.max_prompt_length + args.max_completion_length
-    if args.vllm_kv_cache_gib is not None:
-        kv_bytes = int(args.vllm_kv_cache_gib * 2**30)
-    elif not torch.cuda.is_available():
-        kv_bytes = kv_cache_bytes(model_dir, sequences=generation_batch, max_model_length=max_model_length)
-    else:
-        kv_bytes = None
-    return VLLMEngine(model_dir, seed=args.seed, max_model_length=max_model_length,
-                      gpu_memory_utilization=args.vllm_gpu_memory_utilization,
-                      enable_sleep_mode=args.vllm_enable_sleep_mode, kv_cache_memory_bytes=kv_bytes)
 
 
 def _resume(state: GRPOState) -> None:

@@ -10,7 +10,7 @@ pytest.importorskip("vllm", reason="vLLM tests run in their own venv: `make test
 from pipeline.arguments import ModelArguments  # noqa: E402
 from pipeline.grpo.logprobs import completion_logps  # noqa: E402
 from pipeline.grpo.sampling import SamplingParams  # noqa: E402
-from pipeline.grpo.vllm_engine import VLLMEngine, kv_cache_bytes, vllm_weights  # noqa: E402
+from pipeline.grpo.vllm_engine import VLLMEngine, vllm_weights  # noqa: E402
 from pipeline.models import MergedAdapterView, add_lora, load_model  # noqa: E402
 from pipeline.tiny import build_char_llama  # noqa: E402
 from pipeline.toy import ALPHABET, save_model  # noqa: E402
@@ -22,8 +22,7 @@ PROMPT, COMPLETION = "12+34=", "46"
 def engine_and_model(tmp_path_factory):
     model, tokenizer = build_char_llama(ALPHABET, seed=1)
     folder = save_model(model, tokenizer, tmp_path_factory.mktemp("char-llama"))
-    engine = VLLMEngine(str(folder), max_model_length=64, gpu_memory_utilization=0.5, seed=0,
-                        kv_cache_memory_bytes=kv_cache_bytes(str(folder), sequences=4000, max_model_length=64))
+    engine = VLLMEngine(str(folder), max_model_length=64, batch_sequences=4000, gpu_memory_utilization=0.5, seed=0)
     return engine, folder, tokenizer
 
 

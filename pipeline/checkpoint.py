@@ -26,21 +26,25 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:07d}"
 
 
-def _write_model(model, target: Path) -> None:
+def _write_model(model, target: Path, model_state: dict[str, torch.Tensor] | None) -> None:
     # A PeftModel saves only its adapter; a plain model saves all weights. Both as safetensors.
-    model.save_pretrained(target, safe_serialization=True)
+    model.save_pretrained(target, state_dict=model_state, safe_serialization=True)
 
 
 def save_checkpoint(
-    run_dir: str | Path, step: int, model, optimizer, scheduler, state: dict[str, Any], keep: int
+    run_dir: str | Path, step: int, model, optimizer, scheduler, state: dict[str, Any], keep: int,
+    model_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and keep only the newest ``keep``; returns its folder."""
+    """Write checkpoint ``step`` atomically and keep only the newest ``keep``; returns its folder.
+
+    ``model_state``: the model's weights when this process holds only a shard of them (gathered first).
+    """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
     try:
-        _write_model(model, staging / MODEL_DIR)
+        _write_model(model, staging / MODEL_DIR, model_state)
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         torch.save(scheduler.state_dict(), staging / "scheduler.pt")
         (staging / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2))

@@ -56,7 +56,7 @@ class ValidatedConfig:
                     f"option --{f.name}: expected {_type_name(hints[f.name])}, got {value!r} ({type(value).__name__})"
                 )
             choices = f.metadata.get("choices")
-            if choices is not None and value not in choices:
+            if choices is not None and value is not None and value not in choices:  # None: an optional's default
                 raise ConfigError(f"option --{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -167,8 +167,13 @@ def evaluate_gsm8k(
     system_prompt: str | None = None,
     model_name: str = "model",
     show_progress: bool = True,
+    finished_everywhere=None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Generate for each problem and score it. Returns (per-problem records, summary)."""
+    """Generate for each problem and score it. Returns (per-problem records, summary).
+
+    ``finished_everywhere``: with parameters sharded over processes, each runs this same evaluation, its
+    decoding kept in step by this collective stop test (see ``pipeline.grpo.sampling.sample_groups``).
+    """
     from tqdm.auto import tqdm
 
     examples = list(examples[: args.limit] if args.limit else examples)
@@ -181,12 +186,14 @@ def evaluate_gsm8k(
     progress = tqdm(total=len(examples), desc="GSM8K eval", unit="problem", disable=not show_progress)
     for batch in _batches(list(zip(examples, prompts)), args.batch_size):
         batch_prompts = [p for _, p in batch]
-        greedy = generate(model, tokenizer, batch_prompts, max_new_tokens=args.max_new_tokens, do_sample=False)
+        greedy = generate(model, tokenizer, batch_prompts, max_new_tokens=args.max_new_tokens, do_sample=False,
+                          finished_everywhere=finished_everywhere)
         sampled = None
         if args.num_samples:
             sampled = generate(
                 model, tokenizer, batch_prompts, max_new_tokens=args.max_new_tokens, do_sample=True,
                 temperature=args.temperature, top_p=args.top_p, num_return_sequences=args.num_samples,
+                finished_everywhere=finished_everywhere,
             )
         for i, (example, prompt) in enumerate(batch):
             gold = parse_gold_answer(example.answer)

@@ -29,6 +29,21 @@ def completion_lengths(completion_ids: torch.Tensor, eos_token_ids: set[int]) ->
     return torch.clamp(first_eos + 1, max=width)
 
 
+def encode(tokenizer, text: str, device: torch.device | str) -> torch.Tensor:
+    """Token ids ``[L]`` of a rendered prompt, on ``device`` (chat-templated text holds its special tokens).
+
+    The tokenizer's own tensors would be made on torch's default device, not the model's.
+
+    >>> from transformers import PreTrainedTokenizerFast
+    >>> from tokenizers import Tokenizer, models
+    >>> tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "b": 1}, "a")))
+    >>> encode(tok, "b", "cpu")
+    tensor([1])
+    """
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
 def eos_token_ids(model, tokenizer) -> set[int]:
     ids = {tokenizer.eos_token_id}
     configured = getattr(model.generation_config, "eos_token_id", None)
@@ -47,19 +62,23 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     num_return_sequences: int = 1,
+    finished_everywhere=None,
 ) -> Generated:
     """Generate ``num_return_sequences`` completions for each prompt text (left-padded batch).
 
     Greedy decoding runs on the rollout sampler (one prefill, a static cache, early stop when every row
     has finished), which gives ``generate``'s tokens faster; sampling uses ``generate``.
+    ``finished_everywhere``: with sharded parameters, the collective stop test that keeps processes in step
+    (greedy decoding; ``generate``'s own is ``synced_gpus``). See ``sample_groups``.
     """
     from transformers import GenerationConfig
 
     eos_ids = eos_token_ids(model, tokenizer)
     if not do_sample and num_return_sequences == 1:
-        return _greedy(model, tokenizer, prompts, max_new_tokens, eos_ids)
+        return _greedy(model, tokenizer, prompts, max_new_tokens, eos_ids, finished_everywhere)
     # Chat-templated prompts already hold their special tokens.
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    encoded = tokenizer(prompts, padding=True, add_special_tokens=False)  # lists: tensors are made on the model's device
+    batch = {key: torch.tensor(encoded[key], device=model.device) for key in ("input_ids", "attention_mask")}
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=do_sample,
@@ -70,7 +89,8 @@ def generate(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=sorted(eos_ids),
     )
-    output = model.generate(**batch, generation_config=config)  # [P * n, prompt_len + T]
+    output = model.generate(**batch, generation_config=config,  # [P * n, prompt_len + T]
+                            synced_gpus=finished_everywhere is not None)
     completion_ids = output[:, batch["input_ids"].shape[1] :]  # [P * n, T]
     lengths = completion_lengths(completion_ids, eos_ids).tolist()
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
@@ -81,13 +101,14 @@ def generate(
     )
 
 
-def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, eos_ids: set[int]) -> Generated:
+def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, eos_ids: set[int],
+            finished_everywhere=None) -> Generated:
     from pipeline.grpo.sampling import SamplingParams, sample_groups
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
     params = SamplingParams(1, max_new_tokens, 0.0, 1.0, tuple(sorted(eos_ids)), pad)
-    ids = [tokenizer(p, return_tensors="pt", add_special_tokens=False).input_ids[0] for p in prompts]
-    completion_ids = sample_groups(model, ids, [0] * len(ids), params)  # [P, T]
+    ids = [encode(tokenizer, p, model.device) for p in prompts]
+    completion_ids = sample_groups(model, ids, [0] * len(ids), params, finished_everywhere)  # [P, T]
     lengths = completion_lengths(completion_ids, eos_ids).tolist()
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     return Generated(texts=[[t] for t in texts], num_tokens=[[n] for n in lengths])

@@ -165,8 +165,18 @@ def disable_cpu_4bit_repacking(model) -> int:
     return changed
 
 
-def load_model(model_args: ModelArguments, device: str | torch.device | None = None):
-    """Load a causal LM: base model, merged folder, or base + LoRA adapter (from an adapter folder)."""
+def full_weights_path(model_args: ModelArguments) -> str:
+    """The folder that holds the model's full weights: the resolved path, or an adapter folder's base model."""
+    path = resolve_model_path(model_args)
+    return _adapter_base(path, model_args) if is_adapter_folder(path) else path
+
+
+def load_model(model_args: ModelArguments, device: str | torch.device | None = None, merge_adapter: bool = False):
+    """Load a causal LM: base model, merged folder, or base + LoRA adapter (from an adapter folder).
+
+    ``merge_adapter``: fold an adapter folder's weights into the base weights (a plain model), as a starting
+    point to train new adapters on; not with 4-bit base weights, which keep the adapter as it is.
+    """
     from transformers import AutoModelForCausalLM
 
     if model_args.dtype == "bfloat16":
@@ -176,31 +186,35 @@ def load_model(model_args: ModelArguments, device: str | torch.device | None = N
     if is_adapter_folder(path):
         adapter_path, path = path, _adapter_base(path, model_args)
     quantization_config = _quantization_config(model_args)
-    if quantization_config is not None and device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
-            revision=model_args.model_revision,
-            dtype=torch_dtype(model_args.dtype),
-            trust_remote_code=model_args.trust_remote_code,
-            gguf_file=model_args.gguf_file,
-            use_safetensors=None if model_args.gguf_file else True,
-            quantization_config=quantization_config,
-            device_map=str(device) if quantization_config is not None else None,
-        )
+    if device is None:
+        device = "cuda" if quantization_config is not None and torch.cuda.is_available() else "cpu"
+    try:  # every tensor made while loading goes to `device`, whatever torch's default device is
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_pretrained(
+                path,
+                revision=model_args.model_revision,
+                dtype=torch_dtype(model_args.dtype),
+                trust_remote_code=model_args.trust_remote_code,
+                gguf_file=model_args.gguf_file,
+                use_safetensors=None if model_args.gguf_file else True,
+                quantization_config=quantization_config,
+                device_map=str(device) if quantization_config is not None else None,
+            )
     except OSError as exc:
         raise ModelLoadError(f"cannot load model {path!r}: {exc}") from exc
     if model_args.gguf_file:
         _clear_gguf_quantizer(model)
     if quantization_config is not None:
         disable_cpu_4bit_repacking(model)
-    elif device is not None:
+    else:
         model.to(device)
     if adapter_path is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter_path)
+        with torch.device(device):
+            model = PeftModel.from_pretrained(model, adapter_path)
+        if merge_adapter and quantization_config is None:
+            model = model.merge_and_unload()
     return model
 
 
@@ -217,7 +231,8 @@ def add_lora(model, model_args: ModelArguments):
         target_modules=list(model_args.lora_target_modules),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with torch.device(next(model.parameters()).device):  # the adapters start on the model's device
+        return get_peft_model(model, config)
 
 
 class MergedAdapterView:

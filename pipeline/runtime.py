@@ -66,6 +66,20 @@ class GracefulInterrupt:
         return False
 
 
+def resolve_device(name: str = "auto"):
+    """The ``torch.device`` for a device option: ``auto`` is the accelerator (CUDA when there is one), else
+    the name as torch reads it (``cpu``, ``cuda``, ``cuda:1``).
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def cpu_has_native_bf16(cpuinfo_path: str | Path = "/proc/cpuinfo") -> bool | None:
     """Whether this CPU does bf16 arithmetic in hardware, from the flags in ``cpuinfo_path``.
 

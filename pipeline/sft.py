@@ -20,7 +20,7 @@ from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.data import GSM8KExample, PromptTemplate, get_template, split_train
 from pipeline.evaluate import evaluate_gsm8k, format_table, write_results
 from pipeline.models import add_lora, load_model, load_tokenizer
-from pipeline.runtime import GracefulInterrupt, warn_if_cpu_bf16_is_slow
+from pipeline.runtime import GracefulInterrupt, resolve_device, warn_if_cpu_bf16_is_slow
 
 logger = logging.getLogger(__name__)
 
@@ -151,11 +151,12 @@ def merge_to_full_precision(base_args: ModelArguments, adapter_dir: Path, target
 
 
 def evaluate_on_test(model_args: ModelArguments, data_args: DataArguments, script_args: SFTScriptArguments,
-                     output_dir: Path, seed: int) -> dict[str, Any]:
+                     output_dir: Path, seed: int, device: str = "auto") -> dict[str, Any]:
+    """Greedy evaluation of ``model_args``'s model on the test split, loaded on ``device`` in its dtype."""
     split = data_args.load_split("test")
     eval_args = EvalArguments(limit=script_args.eval_limit, batch_size=script_args.eval_batch_size,
                               max_new_tokens=script_args.eval_max_new_tokens, seed=seed, output_dir=str(output_dir))
-    model, tokenizer = load_model(model_args), load_tokenizer(model_args)
+    model, tokenizer = load_model(model_args, device=resolve_device(device)), load_tokenizer(model_args)
     records, summary = evaluate_gsm8k(model, tokenizer, split.examples, get_template(data_args.prompt_template),
                                       eval_args, system_prompt=data_args.system_prompt,
                                       model_name=model_args.model_name_or_path)
@@ -194,10 +195,11 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArg
     examples, split_record = load_stage_examples(data_args, "sft")
     (out / SPLIT_FILE).write_text(json.dumps(split_record, indent=2))
     summary: dict[str, Any] = {"train_examples": len(examples), "base_model": model_args.model_name_or_path}
+    device = "cpu" if training_args.use_cpu else "auto"  # the evaluations run where training does
 
     if script_args.eval_limit:
         summary["before"] = finished_evaluation(out / "eval_before", script_args, training_args) or \
-            evaluate_on_test(model_args, data_args, script_args, out / "eval_before", training_args.seed)
+            evaluate_on_test(model_args, data_args, script_args, out / "eval_before", training_args.seed, device)
 
     if training_args.bf16:
         import torch
@@ -230,7 +232,8 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArg
 
     if script_args.eval_limit and summary["output"]["merged"]:
         after_args = ModelArguments(model_name_or_path=summary["output"]["merged"], dtype=model_args.dtype)
-        summary["after"] = evaluate_on_test(after_args, data_args, script_args, out / "eval_after", training_args.seed)
+        summary["after"] = evaluate_on_test(after_args, data_args, script_args, out / "eval_after", training_args.seed,
+                                            device)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     write_metrics_and_plots(out, summary["train"]["log_history"])
     return summary

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rewards.guard import RewardFaults, call_async_rewards, call_reward, is_async_reward
+from rewards.guard import AsyncRewardLoop, RewardFaults, call_async_rewards, call_reward, is_async_reward
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ def combine_rewards(
     *,
     timeout: float | None = None,
     faults: RewardFaults | None = None,
+    async_loop: AsyncRewardLoop | None = None,
     **columns: Any,
 ) -> RewardBreakdown:
     """Call each reward function once on the batch and add the rewards with their weights.
@@ -45,7 +46,8 @@ def combine_rewards(
     As in TRL's GRPOTrainer, ``None`` ("no opinion") contributes nothing to the total. Each function
     is called through ``rewards.guard.call_reward``: one that raises, hangs past ``timeout``, returns
     the wrong length or non-finite values loses those values (``None``) and is counted in ``faults``.
-    ``async def`` functions run concurrently with each other (``call_async_rewards``), under the same guard.
+    ``async def`` functions run concurrently with each other (``call_async_rewards``), under the same guard,
+    on ``async_loop`` (a run's one persistent event loop, as TRL keeps) or on a loop for this call only.
 
     >>> one = lambda prompts, completions, **kw: [1.0] * len(completions)
     >>> half = lambda prompts, completions, **kw: [0.5, None]
@@ -61,7 +63,7 @@ def combine_rewards(
     async_indices = [i for i, fn in enumerate(reward_funcs) if is_async_reward(fn)]
     if async_indices:  # all async functions at once, concurrently, before the synchronous ones
         batch = call_async_rewards([(reward_funcs[i], names[i]) for i in async_indices], timeout, prompts,
-                                   completions, **columns)
+                                   completions, reward_loop=async_loop, **columns)
         results.update(zip(async_indices, batch))
     per_function: list[list[float | None]] = []
     for i, (fn, name) in enumerate(zip(reward_funcs, names)):

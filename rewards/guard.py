@@ -9,6 +9,7 @@ past an error-rate threshold.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import math
 import numbers
@@ -77,10 +78,42 @@ def call_reward(fn: Callable[..., Any], name: str, timeout: float | None, prompt
     return _checked(outcome, name, timeout, n)
 
 
+class AsyncRewardLoop:
+    """One event loop, in a daemon thread, for every async reward call of a run (TRL keeps one too): a reward
+    that keeps asyncio state between calls (a lock, a semaphore, an HTTP client pool) finds its loop again.
+
+    A call whose coroutines block the loop itself past their timeout (a sync sleep inside) abandons it: the
+    next call gets a fresh loop, as the blocked one may never come back.
+    """
+
+    def __init__(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="async-rewards", daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Any, timeout: float | None) -> None:
+        """Run ``coroutine`` on the loop; wait ``timeout`` + 1 s at most (its own timeouts come first)."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            future.result(None if timeout is None else timeout + 1.0)
+        except concurrent.futures.TimeoutError:
+            self.loop.call_soon_threadsafe(self.loop.stop)  # if it ever unblocks
+            self._start()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=1.0)
+
+
 def call_async_rewards(funcs: Sequence[tuple[Callable[..., Any], str]], timeout: float | None,
-                       prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[GuardedResult]:
-    """Run ``async def`` reward functions concurrently (one event loop, as TRL gathers them), each under the
-    same guard as ``call_reward``: its own ``timeout``, errors and bad values turned into ``None``."""
+                       prompts: Sequence[Any], completions: Sequence[Any], *, reward_loop: AsyncRewardLoop | None = None,
+                       **columns: Any) -> list[GuardedResult]:
+    """Run ``async def`` reward functions concurrently on ``reward_loop`` (a run's persistent loop; without one, a
+    loop for this call only), each under the same guard as ``call_reward``: its own ``timeout``, errors and
+    bad values turned into ``None``."""
     n = len(completions)
     outcomes: list[dict[str, Any]] = [{} for _ in funcs]
 
@@ -96,10 +129,10 @@ def call_async_rewards(funcs: Sequence[tuple[Callable[..., Any], str]], timeout:
     async def gather() -> None:
         await asyncio.gather(*(guarded(fn, outcome) for (fn, _), outcome in zip(funcs, outcomes)))
 
-    # Its own loop in a daemon thread: a coroutine that blocks the loop (a sync sleep inside) is abandoned.
-    worker = threading.Thread(target=lambda: asyncio.run(gather()), name="async-rewards", daemon=True)
-    worker.start()
-    worker.join(None if timeout is None else timeout + 1.0)
+    loop = reward_loop or AsyncRewardLoop()
+    loop.run(gather(), timeout)
+    if reward_loop is None:
+        loop.close()
     return [_checked(dict(outcome), name, timeout, n) for (_, name), outcome in zip(funcs, outcomes)]
 
 

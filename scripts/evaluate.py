@@ -14,7 +14,7 @@ from pipeline.config import parse_or_exit
 from pipeline.data import get_template
 from pipeline.evaluate import evaluate_gsm8k, format_table, write_results
 from pipeline.models import load_model, load_tokenizer
-from pipeline.runtime import seed_everything, setup_logging
+from pipeline.runtime import resolve_device, seed_everything, setup_logging
 
 logger = logging.getLogger("evaluate")
 CONFIG_TYPES = [ModelArguments, DataArguments, EvalArguments]
@@ -26,7 +26,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, eval_args: EvalAr
     split = data_args.load_split(eval_args.eval_split)
     template = get_template(data_args.prompt_template)
     tokenizer = load_tokenizer(model_args)
-    model = load_model(model_args)
+    model = load_model(model_args, device=resolve_device(eval_args.device))  # in model_args.dtype
     records, summary = evaluate_gsm8k(
         model, tokenizer, split.examples, template, eval_args,
         system_prompt=data_args.system_prompt, model_name=model_args.model_name_or_path,

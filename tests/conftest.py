@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipeline.arguments import ModelArguments
 from pipeline.data import load_gsm8k
@@ -56,3 +57,24 @@ def resume_and_run_unbroken():
             assert done.returncode == 0, done.stderr[-2000:]
 
     return run_both
+
+
+@pytest.fixture
+def meta_default_device():
+    """torch's default device is ``meta`` inside the test (restored after): a tensor made without an explicit
+    device is a meta tensor, and meeting a model tensor raises, as a CPU tensor meeting a CUDA one does."""
+    torch.set_default_device("meta")
+    try:
+        yield
+    finally:
+        torch.set_default_device(None)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one state (mixed precision, device) per process: reset it before and after the test."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -118,31 +118,34 @@ def normalize_then_sum_advantages(per_function: torch.Tensor, weights: torch.Ten
     total[unscorable] = torch.nan
     batch_std = nanstd(total)
     advantages = torch.nan_to_num((total - torch.nanmean(total)) / (batch_std + eps), nan=0.0)
-    zero_std = torch.isclose(torch.nan_to_num(batch_std, nan=0.0), torch.zeros(()))
+    zero_std = torch.isclose(torch.nan_to_num(batch_std, nan=0.0), batch_std.new_zeros(()))
     groups = per_function.size(0) // group_size
     return Advantages(advantages, torch.nanmean(total.view(-1, group_size), dim=1),
                       nanstd(total.view(-1, group_size), dim=1), zero_std.expand(groups).clone())
 
 
-def per_function_rewards(breakdown) -> torch.Tensor:
+def per_function_rewards(breakdown, device: torch.device | str = "cpu") -> torch.Tensor:
     """``[N, F]`` float32 rewards of each reward function from a RewardBreakdown; NaN where one abstained."""
     return torch.tensor([[math.nan if v is None else v for v in values] for values in breakdown.per_function],
-                        dtype=torch.float32).T
+                        dtype=torch.float32, device=device).T
 
 
 def process_advantages(acc, args, rewards: torch.Tensor, breakdown, group_size: int) -> Advantages:
     """Group-relative advantages of this process's completions, by ``args.multi_objective_aggregation``.
 
-    acc: the accelerator (normalize_then_sum normalises over every process's completions); breakdown: the
-    rewards' RewardBreakdown. Processes hold whole groups, concatenated in process order.
+    acc: the accelerator; rewards: ``[N]`` this process's totals; breakdown: their RewardBreakdown.
+    As TRL does, the rewards of every process are gathered first and the advantages computed over the whole
+    batch, so that batch statistics (``scale_rewards: batch``, ``normalize_then_sum``) do not depend on the
+    process count; each process keeps its own rows (processes hold whole groups, in process order).
     """
+    per_function = per_function_rewards(breakdown, rewards.device)  # [N, F]
+    everything = acc.gather(torch.cat([rewards[:, None], per_function], dim=1))  # [N_all, 1 + F]
     if args.multi_objective_aggregation == "sum_then_normalize":
-        return group_advantages(rewards, group_size, args.scale_rewards)
-    per_function = per_function_rewards(breakdown)  # [N, F]
-    # The sum is normalised over the whole batch, every process's completions (processes hold whole groups).
-    everything = acc.gather(per_function.to(acc.device)).cpu()  # [N_all, F]
-    result = normalize_then_sum_advantages(everything, torch.tensor(args.weights), group_size)
-    n, groups = per_function.size(0), per_function.size(0) // group_size
+        result = group_advantages(everything[:, 0], group_size, args.scale_rewards)
+    else:
+        weights = torch.tensor(args.weights, dtype=torch.float32, device=rewards.device)  # [F]
+        result = normalize_then_sum_advantages(everything[:, 1:], weights, group_size)
+    n, groups = rewards.size(0), rewards.size(0) // group_size
     rows = slice(acc.process_index * n, (acc.process_index + 1) * n)
     group_rows = slice(acc.process_index * groups, (acc.process_index + 1) * groups)
     return Advantages(result.advantages[rows], result.group_mean[group_rows], result.group_std[group_rows],

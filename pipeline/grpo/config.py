@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 
 from pipeline.config import ValidatedConfig, field_with_help, require
@@ -130,7 +131,9 @@ class GRPOArguments(ValidatedConfig):
     warmup_steps: int = field_with_help(0, "Warm-up optimizer steps.")
     max_grad_norm: float = field_with_help(1.0, "Gradient clipping norm (0 disables).")
     max_nonfinite_steps: int = field_with_help(3, "Stop (after a checkpoint) after this many consecutive NaN/inf steps.")
-    mixed_precision: str = field_with_help("no", "accelerate mixed precision.", choices=("no", "bf16", "fp16"))
+    mixed_precision: str | None = field_with_help(
+        None, "Mixed precision: no, bf16 or fp16 (default: the launch config's, from `accelerate launch`; else no).",
+        choices=("no", "bf16", "fp16"))
     gradient_checkpointing: bool = field_with_help(
         False, "Recompute activations in the backward pass: less memory, more train time.")
     logps_chunk_size: int = field_with_help(4, "Rows per forward when computing reference / old log-probs.")
@@ -164,6 +167,12 @@ class GRPOArguments(ValidatedConfig):
                     f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
             require(self.vllm_kv_cache_gib is None or self.vllm_kv_cache_gib > 0, "vllm_kv_cache_gib",
                     f"must be > 0 GiB (or null for the default), got {self.vllm_kv_cache_gib}")
+        low, high = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
+        require(low is None or high is None or low <= high, "vllm_importance_sampling_clip_min",
+                f"must be <= vllm_importance_sampling_clip_max ({high}), got {low}: every ratio would be zeroed")
+        require(not self.vllm_importance_sampling_mode.endswith("_truncate") or low is not None or high is not None,
+                "vllm_importance_sampling_clip_max", f"{self.vllm_importance_sampling_mode} clips the ratio: give "
+                "clip_max (or clip_min); both are null")
         require(self.steps_per_generation >= 1, "steps_per_generation", f"must be >= 1, got {self.steps_per_generation}")
         if self.generation_batch_size is not None:
             require(self.generation_batch_size > 0 and self.generation_batch_size % self.num_generations == 0,
@@ -201,6 +210,11 @@ class GRPOArguments(ValidatedConfig):
         require(self.logps_chunk_size >= 1, "logps_chunk_size", f"must be >= 1, got {self.logps_chunk_size}")
         for name in ("save_steps", "eval_steps", "eval_limit", "warmup_steps"):
             require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def precision(self) -> str:
+        """mixed_precision, else the launch config's (``accelerate launch`` exports it), else ``no``."""
+        return self.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
 
     @property
     def weights(self) -> list[float]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.data import GSM8KExample
+from pipeline.grpo.advantages import per_function_rewards
 from pipeline.grpo.inputs import prompt_indices
 from pipeline.grpo.rollout import Rollout, collate_rollout
 from pipeline.grpo.state import GRPOState
@@ -42,16 +43,24 @@ class Scored:
 
 
 def informative_groups(rewards: torch.Tensor, group_size: int) -> list[bool]:
-    """Per group: at least two scored completions whose rewards differ.
+    """Per group: at least two scored completions whose rewards differ. ``rewards``: ``[N]`` totals, or
+    ``[N, F]`` per reward function, where a spread in any one function counts (``normalize_then_sum`` gives
+    such a group advantages even when its weighted totals are equal).
 
     >>> nan = float("nan")
     >>> informative_groups(torch.tensor([1.0, 1.0, 0.0, 1.0, 0.5, nan]), 2)
     [False, True, False]
+    >>> informative_groups(torch.tensor([[1.0, 0.0], [0.0, 0.5]]), 2)  # totals 1.0 and 0.5 x 2: both 1.0
+    [True]
     """
+    columns = rewards.view(rewards.size(0), -1)  # [N, F]
     flags = []
-    for group in rewards.view(-1, group_size):  # [G]
-        scored = group[~torch.isnan(group)]
-        flags.append(bool(scored.numel() >= 2 and (scored.max() - scored.min()).item() > 0))
+    for group in columns.view(-1, group_size, columns.size(1)).unbind(0):  # [G, F] each
+        spread = False
+        for values in group.T:  # [G]
+            scored = values[~torch.isnan(values)]
+            spread |= bool(scored.numel() >= 2 and (scored.max() - scored.min()).item() > 0)
+        flags.append(spread)
     return flags
 
 
@@ -85,13 +94,15 @@ def take_groups(picks: list[tuple[Scored, int]], *, pad_token_id: int, eos_ids: 
 
 
 def fill_with_informative_groups(first: Scored, sample: Callable[[Batch], Scored], more_prompts: Callable[[int], Batch],
-                                 max_rounds: int, collate: Callable[[list[tuple[Scored, int]]], Scored]
+                                 max_rounds: int, collate: Callable[[list[tuple[Scored, int]]], Scored],
+                                 spread: Callable[[Scored], torch.Tensor] = lambda scored: scored.rewards
                                  ) -> tuple[Scored, dict[str, float]]:
-    """Keep ``first``'s groups with a reward spread; sample ``more_prompts(round)`` up to ``max_rounds`` times
-    until there are as many as ``first`` has; complete with ``first``'s dropped groups. Returns the batch and
-    its metrics (rounds used, groups kept with a spread, completions sampled)."""
+    """Keep ``first``'s groups with a reward spread (in the values ``spread`` picks: totals by default); sample
+    ``more_prompts(round)`` up to ``max_rounds`` times until there are as many as ``first`` has; complete with
+    ``first``'s dropped groups. Returns the batch and its metrics (rounds used, groups kept with a spread,
+    completions sampled)."""
     wanted, G = len(first.batch), first.rollout.group_size
-    flags = informative_groups(first.rewards, G)
+    flags = informative_groups(spread(first), G)
     kept = [(first, g) for g in range(wanted) if flags[g]]
     dropped = [(first, g) for g in range(wanted) if not flags[g]]
     rounds, sampled = 0, first.rollout.num_completions
@@ -100,7 +111,7 @@ def fill_with_informative_groups(first: Scored, sample: Callable[[Batch], Scored
         rounds += 1
         extra = sample(more_prompts(rounds))
         sampled += extra.rollout.num_completions
-        kept += [(extra, g) for g, ok in enumerate(informative_groups(extra.rewards, G)) if ok]
+        kept += [(extra, g) for g, ok in enumerate(informative_groups(spread(extra), G)) if ok]
     informative = min(len(kept), wanted)
     if informative < wanted:
         logger.info("dynamic sampling: %d of %d groups with a reward spread after %d extra rounds; the rest "
@@ -126,4 +137,10 @@ def replace_flat_groups(state: GRPOState, first: Scored, sample: Callable[[Batch
         return take_groups(picks, pad_token_id=tokenizer.pad_token_id, eos_ids=state.eos_ids,
                            mask_truncated_completions=args.mask_truncated_completions, tokenizer=tokenizer)
 
-    return fill_with_informative_groups(first, sample, more_prompts, args.max_dynamic_sampling_rounds, collate)
+    def spread(scored: Scored) -> torch.Tensor:  # what the advantages normalise: totals, or each function
+        if args.multi_objective_aggregation == "normalize_then_sum":
+            return per_function_rewards(scored.breakdown)  # [N, F]
+        return scored.rewards  # [N]
+
+    return fill_with_informative_groups(first, sample, more_prompts, args.max_dynamic_sampling_rounds, collate,
+                                        spread)

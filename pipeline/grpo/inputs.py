@@ -37,6 +37,9 @@ def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
         reward_functions(args, get_template(data_args.prompt_template))
     except ValueError as exc:
         raise ConfigError(f"option --reward_funcs: {exc}") from None
+    if args.use_vllm and model_args.load_in_4bit:
+        raise ConfigError("option --use_vllm: does not combine with load_in_4bit (QLoRA): vLLM would be sent 4-bit "
+                          "packed weights; set load_in_4bit: false, or use_vllm: false")
     path = resolve_model_path(model_args)
     if not is_adapter_folder(path) and Path(path).is_dir():
         config = AutoConfig.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)

@@ -22,7 +22,7 @@ def step_metrics(state: GRPOState, rollout: Rollout, rewards: torch.Tensor, brea
                  advantages, train: dict[str, float], timing: dict[str, float]) -> dict[str, float]:
     """Metrics of one step over all processes (rewards and lengths gathered, the rest averaged)."""
     acc, args = state.accelerator, state.args
-    per_function = per_function_rewards(breakdown)  # [N, F]
+    per_function = per_function_rewards(breakdown, rewards.device)  # [N, F]
     lengths = rollout.completion_mask.sum(1).float()  # [N]
     local = torch.cat([rewards[:, None], per_function, lengths[:, None], rollout.is_truncated.float()[:, None]], 1)
     everything = acc.gather(local.to(acc.device)).cpu()  # [N_all, F + 3]

@@ -67,7 +67,7 @@ def collate_rollout(
     tokenizer,
 ) -> Rollout:
     """Pad prompts on the left and completions on the right into one Rollout."""
-    rows_per_group = torch.tensor([completions.size(0) for _, completions in groups])
+    rows_per_group = torch.tensor([completions.size(0) for _, completions in groups], device=groups[0][0].device)
     prompt_ids, prompt_mask = left_pad([prompt for prompt, _ in groups], pad_token_id)  # [groups, P]
     prompt_ids = prompt_ids.repeat_interleave(rows_per_group, dim=0)  # [N, P]
     prompt_mask = prompt_mask.repeat_interleave(rows_per_group, dim=0)  # [N, P]

@@ -13,6 +13,7 @@ import torch
 from pipeline.arguments import EvalArguments, ModelArguments
 from pipeline.checkpoint import save_checkpoint
 from pipeline.data import GSM8KExample
+from pipeline.distributed import loading_on_this_process_only
 from pipeline.grpo.rollout import Rollout
 from pipeline.grpo.state import GRPOState, sampling_model
 from pipeline.plots import METRICS_FILE
@@ -49,29 +50,41 @@ def write_samples(state: GRPOState, batch, rollout: Rollout, rewards: torch.Tens
 
 
 def evaluate_policy(state: GRPOState, test_examples: list[GSM8KExample], tag: str) -> dict[str, Any] | None:
-    """GSM8K evaluation of the current policy on the main process; returns the summary."""
+    """GSM8K evaluation of the current policy on the main process (on every process, in step, when the
+    parameters are sharded: each forward gathers them from all); returns the summary."""
     from pipeline.evaluate import evaluate_gsm8k, write_results
 
-    args = state.args
-    if not args.eval_limit or not state.accelerator.is_main_process:
+    args, main = state.args, state.accelerator.is_main_process
+    if not args.eval_limit or not (main or state.finished_everywhere is not None):
         return None
     eval_args = EvalArguments(limit=args.eval_limit, batch_size=args.eval_batch_size,
                               max_new_tokens=args.eval_max_new_tokens, seed=args.seed)
     with sampling_model(state) as model:  # the merged copy when allowed: same logits, faster decoding
         records, summary = evaluate_gsm8k(model, state.tokenizer, test_examples, state.template, eval_args,
                                           system_prompt=state.system_prompt, model_name=f"grpo@{tag}",
-                                          show_progress=False)
-    write_results(state.run_dir / "eval" / tag, records, summary)
+                                          show_progress=False, finished_everywhere=state.finished_everywhere)
+    if main:
+        write_results(state.run_dir / "eval" / tag, records, summary)
     return summary
+
+
+def gathered_weights(state: GRPOState) -> dict[str, torch.Tensor] | None:
+    """The whole state dict when the parameters are sharded (gathered by every process; None elsewhere and
+    when they are not: each process then holds them whole)."""
+    if state.finished_everywhere is None:
+        return None
+    return state.accelerator.get_state_dict(state.model)
 
 
 def save(state: GRPOState) -> None:
     """Checkpoint the current step on the main process (atomic), then wait for every process."""
     controller = state.entropy_controller
     controller_state = controller.state_dict() if controller is not None else {}
+    weights = gathered_weights(state)
     if state.accelerator.is_main_process:
         path = save_checkpoint(state.run_dir, state.step, state.policy, state.optimizer, state.scheduler,
-                               {"seed": state.args.seed, **controller_state}, keep=state.args.save_total_limit)
+                               {"seed": state.args.seed, **controller_state}, keep=state.args.save_total_limit,
+                               model_state=weights)
         logger.info("saved %s", path)
     state.accelerator.wait_for_everyone()
 
@@ -79,15 +92,17 @@ def save(state: GRPOState) -> None:
 def save_final(state: GRPOState, model_args: ModelArguments) -> Path:
     """final/adapter (or final/model) and, with LoRA, final/merged in full precision."""
     final = state.run_dir / "final"
+    weights = gathered_weights(state)
     if state.accelerator.is_main_process:
         policy = state.policy
         if state.uses_lora:
-            policy.save_pretrained(final / "adapter", safe_serialization=True)
+            policy.save_pretrained(final / "adapter", state_dict=weights, safe_serialization=True)
             from pipeline.sft import merge_to_full_precision
 
-            merge_to_full_precision(model_args, final / "adapter", final / "merged")
+            with loading_on_this_process_only(state.accelerator):
+                merge_to_full_precision(model_args, final / "adapter", final / "merged")
         else:
-            policy.save_pretrained(final / "merged", safe_serialization=True)
+            policy.save_pretrained(final / "merged", state_dict=weights, safe_serialization=True)
             state.tokenizer.save_pretrained(final / "merged")
     state.accelerator.wait_for_everyone()
     return final / "merged"

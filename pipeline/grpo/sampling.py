@@ -9,6 +9,7 @@ which other prompts share its batch or process.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -70,20 +71,26 @@ def _draw(logits: torch.Tensor, params: SamplingParams, generators: list[torch.G
 
 
 @torch.no_grad()
-def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: SamplingParams) -> torch.Tensor:
+def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: SamplingParams,
+                  finished_everywhere: Callable[[bool], bool] | None = None) -> torch.Tensor:
     """G sampled completions for each prompt, groups contiguous: [P * G, T] with T <= max_new_tokens.
 
     prompts: P rows of token ids (any lengths); seeds: one per prompt. After a row's first EOS it holds
     ``pad_token_id``; decoding stops early once every row has finished, and groups whose rows have all
     finished leave the batch (see ``_groups_to_keep``).
+
+    finished_everywhere: with parameters sharded over processes (ZeRO-3, FSDP) every process must run the
+    same forward passes; this collective stop test (this process finished -> all have) keeps them in step,
+    and finished groups then stay in the batch, so that no process decodes an empty one.
     """
     from transformers import DynamicCache, StaticCache
 
     device, G = model.device, params.num_generations
     ids, mask = left_pad([p.to(device) for p in prompts], params.pad_token_id)  # [P, L]
-    prefill = model(input_ids=ids, attention_mask=mask, past_key_values=DynamicCache(config=model.config),
-                    use_cache=True, logits_to_keep=1)
-    cache = StaticCache(config=model.config, max_cache_len=ids.size(1) + params.max_new_tokens)
+    with torch.device(device):  # the caches make their counters on the default device
+        prefill_cache = DynamicCache(config=model.config)
+        cache = StaticCache(config=model.config, max_cache_len=ids.size(1) + params.max_new_tokens)
+    prefill = model(input_ids=ids, attention_mask=mask, past_key_values=prefill_cache, use_cache=True, logits_to_keep=1)
     for static_layer, prompt_layer in zip(cache.layers, prefill.past_key_values.layers):
         static_layer.update(prompt_layer.keys.repeat_interleave(G, 0), prompt_layer.values.repeat_interleave(G, 0))
     rows = ids.size(0) * G
@@ -102,9 +109,10 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
         next_tokens = torch.where(finished, params.pad_token_id, _draw(logits, params, generators))  # [rows]
         tokens[row_index, t] = next_tokens
         finished |= torch.isin(next_tokens, eos)
-        if t + 1 == params.max_new_tokens or ((t + 1) % check_every == 0 and bool(finished.all())):
+        check = (t + 1) % check_every == 0
+        if t + 1 == params.max_new_tokens or (check and _all_finished(finished, finished_everywhere)):
             break
-        if (t + 1) % check_every == 0:
+        if check and finished_everywhere is None:  # in step, groups stay: no process decodes an empty batch
             keep = _groups_to_keep(finished, G)
             if keep is not None:
                 generators = [gen for gen, kept in zip(generators, keep.tolist()) if kept]
@@ -115,6 +123,11 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
         logits = model(input_ids=next_tokens[:, None], attention_mask=attention_mask, past_key_values=cache,
                        use_cache=True).logits[:, -1]  # [rows, V]
     return tokens[:, : t + 1]
+
+
+def _all_finished(finished: torch.Tensor, finished_everywhere: Callable[[bool], bool] | None) -> bool:
+    done = bool(finished.all())
+    return done if finished_everywhere is None else finished_everywhere(done)
 
 
 def _groups_to_keep(finished: torch.Tensor, G: int, min_fraction: float = 0.25) -> torch.Tensor | None:

@@ -44,6 +44,8 @@ class GRPOState:
     updates_this_step: int = 0
     entropy_controller: Any | None = None  # use_adaptive_entropy's EntropyController
     vllm: Any | None = None  # use_vllm's VLLMEngine
+    reward_loop: Any | None = None  # the AsyncRewardLoop of the run's async reward functions (None: none async)
+    finished_everywhere: Any | None = None  # sharded parameters: the decoders' collective stop test (in step)
 
     @property
     def policy(self):
@@ -56,7 +58,7 @@ def decoding_view(policy, args: GRPOArguments) -> MergedAdapterView | None:
         return None
     view = MergedAdapterView(policy)
     # Under bf16/fp16 autocast the merged weight is rounded as a whole, losing a small ΔW.
-    if view.supported and args.mixed_precision == "no":
+    if view.supported and args.precision == "no":
         return view
     logger.info("decoding through the LoRA adapters: a merged copy needs float32 weights and no mixed precision")
     return None

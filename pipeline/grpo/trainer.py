@@ -19,7 +19,8 @@ import torch
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.checkpoint import find_checkpoint, load_checkpoint
 from pipeline.data import GSM8KExample, get_template, render_prompt
-from pipeline.generation import eos_token_ids
+from pipeline.distributed import engine_summary, finished_everywhere, make_accelerator, shards_parameters
+from pipeline.generation import encode, eos_token_ids
 from pipeline.grpo.advantages import process_advantages
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.dynamic_sampling import Scored, replace_flat_groups
@@ -41,9 +42,10 @@ from pipeline.grpo.sampling import SamplingParams, right_pad, sample_groups
 from pipeline.grpo.state import GRPOState, decoding_view, sampling_model
 from pipeline.grpo.update import entropy_controller, train_on_rollout
 from pipeline.grpo.vllm_engine import VLLMEngine, vllm_weights  # vLLM itself is imported by VLLMEngine only
-from pipeline.models import MergedAdapterView, add_lora, load_model, load_tokenizer, resolve_model_path
+from pipeline.models import MergedAdapterView, add_lora, full_weights_path, load_model, load_tokenizer
 from pipeline.runtime import GracefulInterrupt, warn_if_cpu_bf16_is_slow
 from rewards import RewardBreakdown, combine_rewards
+from rewards.guard import AsyncRewardLoop, is_async_reward
 
 logger = logging.getLogger(__name__)
 
@@ -53,29 +55,27 @@ logger = logging.getLogger(__name__)
 
 def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments, examples: list[GSM8KExample]):
     """Load the policy (+ LoRA), reference, optimizer and rewards; restore a checkpoint if asked."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(), mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to, project_dir=args.output_dir,
-    )
+    accelerator = make_accelerator(args.precision, micro_batch_size=args.micro_batch_size,
+                                   max_grad_norm=args.max_grad_norm, project_dir=args.output_dir,
+                                   log_with=None if args.report_to == "none" else args.report_to)
     args.check_processes(accelerator.num_processes)
-    if args.mixed_precision == "bf16":
+    if args.precision == "bf16":
         warn_if_cpu_bf16_is_slow("mixed_precision: bf16", on_gpu=accelerator.device.type == "cuda")
     set_seed(args.seed)
     template = get_template(data_args.prompt_template)
     reward_funcs = reward_functions(args, template)  # resolve names before the model loads
     tokenizer = load_tokenizer(model_args, padding_side="left")
-    model = load_model(model_args, device=accelerator.device)
+    model = load_model(model_args, device=accelerator.device, merge_adapter=True)  # an SFT adapter: the start
     ref_model = None
     if args.gradient_checkpointing:  # before LoRA, so peft sees it; non-reentrant needs no input grads
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if model_args.use_peft:
         model = add_lora(model, model_args)
     elif args.beta > 0:
-        ref_model = load_model(model_args, device=accelerator.device).eval().requires_grad_(False)
+        ref_model = load_model(model_args, device=accelerator.device, merge_adapter=True).eval().requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps,
@@ -86,7 +86,7 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(
             {"grpo": args.to_dict(), "model": model_args.to_dict(), "data": data_args.to_dict(),
-             "processes": accelerator.num_processes}, indent=2))
+             "processes": accelerator.num_processes, "engine": engine_summary(accelerator, model)}, indent=2))
     if args.report_to != "none":  # wandb: online, or offline under WANDB_MODE=offline; its files in the run folder
         accelerator.init_trackers("grpo-pipeline", config=args.to_dict(),
                                   init_kwargs={"wandb": {"dir": str(run_dir), "name": run_dir.name}})
@@ -95,12 +95,17 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
                       run_dir, model_args.use_peft)
     state.micro_batch_size = args.micro_batch_size
     state.entropy_controller = entropy_controller(args)
+    if shards_parameters(accelerator):  # every forward gathers the parameters: processes decode in step
+        state.finished_everywhere = finished_everywhere(accelerator)
+    if any(is_async_reward(fn) for fn in reward_funcs):
+        state.reward_loop = AsyncRewardLoop()
     state.generation_batch = args.prompts_per_step // accelerator.num_processes * args.num_generations
     if model_args.use_peft:
         state.merged_view = decoding_view(state.policy, args)
     if args.use_vllm:
         kv_bytes = None if args.vllm_kv_cache_gib is None else int(args.vllm_kv_cache_gib * 2**30)
-        state.vllm = VLLMEngine(resolve_model_path(model_args), seed=args.seed,
+        # Started from full weights (an adapter folder's base); the policy's are sent before the first generation.
+        state.vllm = VLLMEngine(full_weights_path(model_args), seed=args.seed,
                                 max_model_length=args.vllm_max_model_length or args.max_prompt_length + args.max_completion_length,
                                 batch_sequences=state.generation_batch, kv_cache_memory_bytes=kv_bytes,
                                 gpu_memory_utilization=args.vllm_gpu_memory_utilization,
@@ -132,7 +137,7 @@ def generate(state: GRPOState, batch: list[tuple[int, GSM8KExample]], ignore_eos
     prompts = []
     for _, example in batch:
         text = render_prompt(tokenizer, state.template.messages(example.question, state.system_prompt))
-        prompts.append(tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0])
+        prompts.append(encode(tokenizer, text, state.accelerator.device))  # [L]
         if prompts[-1].numel() > args.max_prompt_length:
             raise ValueError(f"{example.source}: prompt has {prompts[-1].numel()} tokens, over "
                              f"max_prompt_length={args.max_prompt_length}; raise the option or drop the row")
@@ -169,7 +174,7 @@ def _sample_with_vllm(state: GRPOState, prompts: list[torch.Tensor], params: Sam
         merged = (state.merged_view or MergedAdapterView(state.policy)) if state.uses_lora else None
         state.vllm.load_weights(vllm_weights(state.policy, merged))
         state.vllm.synced_step = state.step
-    return state.vllm.sample(prompts, params)
+    return state.vllm.sample(prompts, params, device=state.accelerator.device)
 
 
 def _sample_with_retry(state: GRPOState, model, prompts: list[torch.Tensor], seeds: list[int],
@@ -184,15 +189,15 @@ def _sample_with_retry(state: GRPOState, model, prompts: list[torch.Tensor], see
         try:
             if state.generation_batch >= G:
                 per_call = state.generation_batch // G
-                parts = [sample_groups(model, prompts[i : i + per_call], seeds[i : i + per_call], params)
-                         for i in range(0, len(prompts), per_call)]
+                parts = [sample_groups(model, prompts[i : i + per_call], seeds[i : i + per_call], params,
+                                       state.finished_everywhere) for i in range(0, len(prompts), per_call)]
             else:
                 parts = []
                 for prompt, seed in zip(prompts, seeds):
                     for index, start in enumerate(range(0, G, state.generation_batch)):
                         count = min(state.generation_batch, G - start)
                         parts.append(sample_groups(model, [prompt], [seed * 31 + index],
-                                                   replace(params, num_generations=count)))
+                                                   replace(params, num_generations=count), state.finished_everywhere))
             return right_pad(parts, params.pad_token_id)
         except torch.OutOfMemoryError:
             if state.generation_batch == 1:
@@ -217,9 +222,12 @@ def score(state: GRPOState, rollout: Rollout, batch: list[tuple[int, GSM8KExampl
     completion_ids = [row[: int(n)].tolist() for row, n in zip(rollout.completion_ids, lengths)]
     breakdown = combine_rewards(state.reward_funcs, state.args.reward_funcs, state.args.weights, prompts,
                                 rollout.completions, timeout=state.args.reward_timeout, faults=state.faults,
+                                async_loop=state.reward_loop,
                                 answer=answers, completion_ids=completion_ids)
-    total = torch.tensor(breakdown.total, dtype=torch.float32)
-    unscorable = torch.tensor([all(v[i] is None for v in breakdown.per_function) for i in range(len(total))])
+    device = state.accelerator.device
+    total = torch.tensor(breakdown.total, dtype=torch.float32, device=device)  # [N]
+    unscorable = torch.tensor([all(v[i] is None for v in breakdown.per_function) for i in range(len(total))],
+                              device=device)  # [N]
     total[unscorable] = torch.nan  # no function had an opinion: left out of the group statistics
     return total, breakdown
 
@@ -304,9 +312,20 @@ def _train_with_retry(state: GRPOState, rollout: Rollout, advantages, old, ref) 
 def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments,
           examples: list[GSM8KExample], test_examples: list[GSM8KExample] | None = None) -> dict[str, Any]:
     """The whole GRPO stage; returns a summary with the metrics history and the before/after evaluations."""
+    state = setup(args, model_args, data_args, examples)
+    finished = False
+    try:
+        summary = _train(state, model_args, test_examples)
+        finished = True
+    finally:  # every process ends the same way, also after an error (then without waiting for the others)
+        close(state, wait=finished)
+    return summary
+
+
+def _train(state: GRPOState, model_args: ModelArguments, test_examples) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    state = setup(args, model_args, data_args, examples)
+    args = state.args
     if state.accelerator.is_main_process and state.step:
         rewrite_metrics(state.run_dir, state.history)
     summary: dict[str, Any] = {"start_step": state.step}
@@ -321,7 +340,6 @@ def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     if summary["interrupted"]:
         save(state)
         summary.update({"steps": state.step, "history": state.history})
-        state.accelerator.end_training()
         return summary
     if not (args.save_steps and state.step % args.save_steps == 0):  # not saved by the loop's last step
         save(state)
@@ -334,10 +352,26 @@ def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
         from pipeline.plots import plot_run
 
         plot_run(state.run_dir)
-    state.accelerator.end_training()
-    del state
-    gc.collect()
     return summary
+
+
+def close(state: GRPOState, wait: bool = True) -> None:
+    """The one shutdown path of a run, the same on every process: wait for the others (``wait``), free the
+    prepared model, then end the trackers and the process group.
+
+    The order matters with several processes. DDP's reducer holds the process group; when freeing the model
+    drops its last reference, torch joins gloo's worker threads while holding the GIL, and a worker still
+    releasing the last collective's tensors waits for the GIL: that rank hangs at exit (seen in CI). Freed
+    first, the model leaves the process group to ``destroy_process_group``, which releases the GIL.
+    """
+    if wait:
+        state.accelerator.wait_for_everyone()
+    state.accelerator.free_memory()  # accelerate's own references to the prepared model and optimizer
+    state.model = state.optimizer = state.merged_view = None
+    if state.reward_loop is not None:
+        state.reward_loop.close()
+    gc.collect()
+    state.accelerator.end_training()
 
 
 def _loop(state: GRPOState, test_examples, progress, interrupt: GracefulInterrupt) -> bool:

@@ -46,7 +46,7 @@ def trl_config(args: GRPOArguments, num_processes: int = 1, **overrides):
         multi_objective_aggregation=args.multi_objective_aggregation,
         learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         lr_scheduler_type=args.lr_scheduler_type, warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,
-        bf16=args.mixed_precision == "bf16", fp16=args.mixed_precision == "fp16", use_cpu=not torch.cuda.is_available(),
+        bf16=args.precision == "bf16", fp16=args.precision == "fp16", use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=args.gradient_checkpointing, logging_steps=args.logging_steps, save_steps=args.save_steps or args.max_steps,
         save_total_limit=args.save_total_limit, report_to=[] if args.report_to == "none" else [args.report_to],
         disable_tqdm=False,

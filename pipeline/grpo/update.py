@@ -42,8 +42,12 @@ class EntropyController:
 
     def update(self, entropy: float) -> float:
         """Record an update's token entropy (its token-weighted mean over every process); returns the new coef."""
-        step = self.delta if entropy <= self.target else -self.delta
-        self.coef = min(max(self.coef + step, self.low), self.high)
+        # Clamped on the side it moves toward only, as TRL does: a coefficient that starts outside
+        # [low, high] comes back a delta at a time instead of jumping to the bound.
+        if entropy <= self.target:
+            self.coef = min(self.coef + self.delta, self.high)
+        else:
+            self.coef = max(self.coef - self.delta, self.low)
         self.last_entropy = entropy
         return self.coef
 
@@ -122,8 +126,11 @@ def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor
             slices = _micro_batches(update_rows, state.micro_batch_size)
             normalizer = LossNormalizer(len(slices), tokens_per_update, args.max_completion_length)
             window = [0.0, 0.0]  # entropy sum and token count over the update's (selected) tokens
+            update_loss = 0.0  # this update's own loss: whether it is finite decides this update alone
             for index, rows in enumerate(slices):
+                # The update's last micro-batch syncs: DDP reduces the gradients there, DeepSpeed steps there.
                 sync = index == len(slices) - 1
+                acc.sync_gradients = sync
                 context = acc.no_sync(model) if not sync and acc.num_processes > 1 else contextlib.nullcontext()
                 with context:
                     logps, entropy = completion_logps(model, input_ids[rows], attention_mask[rows], T,
@@ -147,12 +154,13 @@ def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor
                     window[1] += selected.sum().item()
                 weight = 1.0 / (len(slices) * total_updates)
                 # The backpropagated micro-batch losses add up to the update's loss; logged: the mean update's.
+                update_loss += out.loss.item()
                 sums["loss"] += out.loss.item() / total_updates
                 sums["kl"] += (out.kl.item() if out.kl is not None else 0.0) * weight
                 sums["clip_low"] += out.clip_low.item() * weight
                 sums["clip_high"] += out.clip_high.item() * weight
                 sums["entropy"] += ((entropy * mask[rows]).sum() / mask[rows].sum().clamp(min=1)).item() * weight
-            _optimizer_step(state, sums, total_updates)
+            _optimizer_step(state, sums, update_loss, total_updates)
             if state.entropy_controller is not None:
                 state.entropy_controller.update(_global_mean(acc, *window))
     if state.entropy_controller is not None:
@@ -164,13 +172,27 @@ def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor
     return sums
 
 
-def _optimizer_step(state, sums: dict[str, float], total_updates: int) -> None:
-    """Clip, step (unless the loss or gradient is not finite: that update is skipped) and zero the gradients."""
+def _optimizer_step(state, sums: dict[str, float], update_loss: float, total_updates: int) -> None:
+    """Clip, step unless this update's loss or gradient is not finite (the update is skipped), zero the gradients.
+
+    With fp16's GradScaler the optimizer step is always called: the scaler skips an overflowing step itself
+    and lowers its scale, and it must see every step (else the next ``unscale_`` raises). An overflow at the
+    scaler's first scales is normal in fp16.
+    """
     args, acc, model = state.args, state.accelerator, state.model
     grad_norm = acc.clip_grad_norm_(model.parameters(), args.max_grad_norm if args.max_grad_norm > 0 else math.inf)
-    if math.isfinite(float(grad_norm)) and math.isfinite(sums["loss"]):
-        state.updates_this_step += 1
+    finite = math.isfinite(float(grad_norm)) and math.isfinite(update_loss)
+    if getattr(acc, "deepspeed_engine_wrapped", None) is not None:  # DeepSpeed clipped and stepped in the last backward
+        applied = model.was_step_applied()
+    elif acc.scaler is not None:
         state.optimizer.step()
+        applied = not acc.optimizer_step_was_skipped
+    else:
+        applied = finite
+        if applied:
+            state.optimizer.step()
+    if applied:
+        state.updates_this_step += 1
         state.scheduler.step()
     else:  # a NaN/inf loss or gradient: skip this update, keep the last good weights
         sums["skipped_updates"] += 1

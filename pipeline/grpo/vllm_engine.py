@@ -84,8 +84,19 @@ class VLLMEngine:
                        logprobs_mode="processed_logprobs",  # log-probs after temperature, as the trainer's
                        kv_cache_memory_bytes=kv_cache_memory_bytes)
         self.synced_step: int | None = None  # the training step whose weights the engine holds (None: initial)
+        self.asleep: set[str] = set()  # what sleep mode has released: "weights", "kv_cache"
+        self._sleep()
+
+    def _sleep(self) -> None:
         if self.sleep_mode:
             self.llm.sleep(level=1)
+            self.asleep = {"weights", "kv_cache"}
+
+    def _wake(self, tag: str) -> None:
+        """Map back what sleep released, before it is written (weights) or used (kv_cache), as TRL does."""
+        if tag in self.asleep:
+            self.llm.wake_up(tags=[tag])
+            self.asleep.discard(tag)
 
     def _model_runner(self):
         worker = self.llm.llm_engine.model_executor.driver_worker
@@ -95,30 +106,31 @@ class VLLMEngine:
     def load_weights(self, weights: Iterator[tuple[str, torch.Tensor]]) -> None:
         """Copy the given (name, tensor) pairs, checkpoint names, into the engine's model in place (vLLM's
         ``reload_weights``: it fuses q/k/v and gate/up as at load time) and drop its prefix cache."""
+        self._wake("weights")
         self._model_runner().reload_weights(weights_iterator=list(weights))
         self.llm.reset_prefix_cache()
 
-    def sample(self, prompts: list[torch.Tensor], params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
-        """G completions per prompt: ``(ids [P * G, T], sampling log-probs [P * G, T])``, groups contiguous,
-        right-padded with ``params.pad_token_id`` (log-prob 0 there); EOS is kept as the last token."""
+    def sample(self, prompts: list[torch.Tensor], params: SamplingParams,
+               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """G completions per prompt: ``(ids [P * G, T], sampling log-probs [P * G, T])`` on ``device``, groups
+        contiguous, right-padded with ``params.pad_token_id`` (log-prob 0 there); EOS is kept as the last token."""
         from vllm import SamplingParams as VLLMSamplingParams
 
         sampling = VLLMSamplingParams(
             n=params.num_generations, max_tokens=params.max_new_tokens, temperature=params.temperature,
             top_p=params.top_p, logprobs=0, stop_token_ids=list(params.eos_ids), ignore_eos=params.ignore_eos,
             min_tokens=params.max_new_tokens if params.ignore_eos else 0)
-        if self.sleep_mode:
-            self.llm.wake_up()
+        self._wake("weights")
+        self._wake("kv_cache")
         outputs = self.llm.generate([{"prompt_token_ids": p.tolist()} for p in prompts], sampling, use_tqdm=False)
-        if self.sleep_mode:
-            self.llm.sleep(level=1)
+        self._sleep()
         ids, logps = [], []
         for output in outputs:
             for completion in output.outputs:
                 tokens = list(completion.token_ids) or [params.pad_token_id]
-                ids.append(torch.tensor(tokens).unsqueeze(0))
+                ids.append(torch.tensor(tokens, device=device).unsqueeze(0))
                 values = [entry[token].logprob for entry, token in zip(completion.logprobs or [], tokens)]
-                logps.append(torch.tensor(values or [0.0], dtype=torch.float32).unsqueeze(0))
+                logps.append(torch.tensor(values or [0.0], dtype=torch.float32, device=device).unsqueeze(0))
         return right_pad(ids, params.pad_token_id), right_pad(logps, 0.0)
 
 

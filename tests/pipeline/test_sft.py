@@ -174,3 +174,15 @@ def test_a_resumed_run_reuses_the_base_evaluation_only_with_the_same_settings(tm
     assert finished_evaluation(folder, SFTScriptArguments(eval_limit=8, eval_max_new_tokens=64),
                                SimpleNamespace(resume_from_checkpoint="latest", seed=42)) is None
     assert finished_evaluation(tmp_path / "missing", script, SimpleNamespace(resume_from_checkpoint="latest", seed=42)) is None
+
+
+def test_sft_evaluation_places_every_tensor_on_the_model_device(tiny_model_dir, mini_gsm8k, tmp_path,
+                                                               meta_default_device):
+    """SFT's before/after evaluation under torch's default device `meta` (see conftest), as on a GPU."""
+    from pipeline.sft import evaluate_on_test
+
+    summary = evaluate_on_test(ModelArguments(model_name_or_path=str(tiny_model_dir)),
+                               DataArguments(dataset_name=str(mini_gsm8k)),
+                               SFTScriptArguments(eval_limit=2, eval_max_new_tokens=4), tmp_path, seed=0, device="cpu")
+    assert torch.get_default_device().type == "meta"
+    assert summary["num_problems"] == 2 and summary["generated_tokens"] > 0

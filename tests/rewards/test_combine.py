@@ -104,3 +104,53 @@ def test_an_async_reward_that_blocks_its_loop_is_abandoned():
 
     out = combine_rewards([blocks], ["blocks"], [1.0], ["p"], ["a"], timeout=0.1)
     assert out.per_function == [[None]]
+
+
+def test_a_runs_async_rewards_share_one_event_loop_across_calls():
+    """A reward holding a resource bound to the loop of its first call (as aiohttp's ClientSession or an
+    asyncio.Lock are) keeps working from the second call on when the run keeps one loop, as TRL does."""
+    import asyncio
+
+    from rewards.guard import AsyncRewardLoop, RewardFaults
+
+    class PooledJudge:
+        def __init__(self):
+            self.bound_loop = None
+
+        async def __call__(self, prompts, completions, **kwargs):
+            loop = asyncio.get_running_loop()
+            self.bound_loop = self.bound_loop or loop
+            if loop is not self.bound_loop:
+                raise RuntimeError("the pool is attached to a different event loop")
+            await asyncio.sleep(0)
+            return [1.0] * len(completions)
+
+    judge, faults, loop = PooledJudge(), RewardFaults(), AsyncRewardLoop()
+    try:
+        totals = [combine_rewards([judge], ["judge"], [1.0], ["p"], ["a"], timeout=5, faults=faults,
+                                  async_loop=loop).total for _ in range(3)]
+    finally:
+        loop.close()
+    assert totals == [[1.0], [1.0], [1.0]] and faults.rate("judge") == 0.0
+
+
+def test_a_loop_blocked_past_the_timeout_is_replaced_for_the_next_call():
+    import time
+
+    from rewards.guard import AsyncRewardLoop
+
+    async def blocks(prompts, completions, **kwargs):
+        time.sleep(2)  # the event loop itself is stuck for 2 s
+        return [1.0] * len(completions)
+
+    async def fine(prompts, completions, **kwargs):
+        return [0.5] * len(completions)
+
+    loop = AsyncRewardLoop()
+    try:
+        first = combine_rewards([blocks], ["blocks"], [1.0], ["p"], ["a"], timeout=0.1, async_loop=loop)
+        second = combine_rewards([fine], ["fine"], [1.0], ["p"], ["a"], timeout=0.1, async_loop=loop)
+    finally:
+        loop.close()
+    # Queued behind the blocked loop, `fine` would time out too (None): a fresh loop served it.
+    assert first.per_function == [[None]] and second.per_function == [[0.5]]

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,3 +28,32 @@ def test_readme_evaluation_on_embedded_model_offline(tmp_path):
     assert all(r["completion"].strip() for r in records)  # the real model writes text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_problems"] == 2 and 0 < summary["generated_tokens"] <= 48
+
+
+@pytest.mark.parametrize("num_samples", [0, 2], ids=["greedy", "sampled"])
+def test_evaluate_places_every_tensor_on_the_model_device(tiny_model_dir, mini_gsm8k, tmp_path, meta_default_device,
+                                                          num_samples):
+    """scripts/evaluate.py's main under torch's default device `meta` (see conftest): loading, prompts and
+    decoding must all name the evaluation device, as on a GPU."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
+    evaluate_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate_script)
+    from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
+
+    summary = evaluate_script.main(
+        ModelArguments(model_name_or_path=str(tiny_model_dir)), DataArguments(dataset_name=str(mini_gsm8k)),
+        EvalArguments(limit=2, max_new_tokens=4, num_samples=num_samples, device="cpu", output_dir=str(tmp_path)))
+    assert torch.get_default_device().type == "meta"
+    assert summary["num_problems"] == 2 and summary["generated_tokens"] > 0
+
+
+def test_evaluate_loads_the_model_on_the_accelerator_by_default(monkeypatch):
+    """With no --device, evaluation runs where a GPU machine's user expects it: on CUDA when there is one."""
+    from pipeline.arguments import EvalArguments
+    from pipeline.runtime import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(EvalArguments().device) == torch.device("cuda")
+    assert resolve_device(EvalArguments(device="cpu").device) == torch.device("cpu")

@@ -21,6 +21,8 @@ def inputs(tmp_path_factory, tiny_model_dir):
     (root / "missing_field" / "train.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps({"question": "q"}) + "\n")
     (root / "empty").mkdir()
     (root / "empty" / "train.jsonl").write_text("\n")
+    (root / "truncate.yaml").write_text("vllm_importance_sampling_mode: token_truncate\n"
+                                        "vllm_importance_sampling_clip_max: null\n")
     return root, tiny_model_dir
 
 
@@ -48,6 +50,12 @@ CASES = [
     (["--train_split", "test"], "error: option --train_split: the test split is for evaluation only"),
     (["--epsilon_low", "-0.1"], "error: option --epsilon_low: must be >= 0 (inf: no lower clip), got -0.1"),
     (["--config", "{root}/missing.yaml"], "error: --config {root}/missing.yaml: file not found"),
+    (["--vllm_importance_sampling_clip_min", "5"],
+     "error: option --vllm_importance_sampling_clip_min: must be <= vllm_importance_sampling_clip_max (3.0), got 5.0"),
+    (["--config", "{root}/truncate.yaml"],
+     "error: option --vllm_importance_sampling_clip_max: token_truncate clips the ratio: give clip_max (or clip_min)"),
+    (["--use_vllm", "true", "--use_peft", "true", "--load_in_4bit", "true"],
+     "error: option --use_vllm: does not combine with load_in_4bit (QLoRA)"),
 ]
 
 

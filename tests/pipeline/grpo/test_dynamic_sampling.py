@@ -108,3 +108,21 @@ def test_extra_prompts_are_seeded_apart_from_the_main_stream(examples):
     assert first != extra_prompts(examples, step=3, round_index=1, count=4, seed=5, process_index=1)
     assert all(position >= 10**7 for position, _ in first)
     assert informative_groups(torch.tensor([0.0, 0.0, float("nan"), 1.0]), 2) == [False, False]
+
+
+def test_normalize_then_sum_keeps_groups_whose_functions_differ_though_their_totals_do_not(tiny_model_dir, examples,
+                                                                                           tmp_path):
+    """even_length + 2 x odd_length_half is 1 for every completion, so every total is flat; yet each function
+    differs inside a group whose completions' lengths differ in parity, and normalize_then_sum gives those groups
+    advantages: they are informative, and dynamic sampling must keep them."""
+    metrics, samples = run(tmp_path, "nts", examples, tiny_model_dir, dynamic_sampling=True,
+                           max_dynamic_sampling_rounds=0, multi_objective_aggregation="normalize_then_sum",
+                           reward_funcs=["toy_rewards:even_length", "toy_rewards:odd_length_half"],
+                           reward_weights=[1.0, 2.0])
+    assert {x["reward"] for x in samples} == {1.0}
+    mixed_parity = []
+    for step in (1, 2, 3):
+        lengths = [len(x["completion"]) % 2 for x in samples if x["step"] == step]  # the whole batch: 4 groups of 2
+        mixed_parity.append(float(sum(lengths[i] != lengths[i + 1] for i in range(0, 8, 2))))
+    assert any(mixed_parity)
+    assert [m["dynamic_sampling/informative_groups"] for m in metrics] == mixed_parity

@@ -250,3 +250,14 @@ def test_a_signal_in_each_phase_finishes_the_step_then_checkpoints(tiny_model_di
     b = load_file(tmp_path / "run" / "final" / "adapter" / "adapter_model.safetensors")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)
+
+
+def test_an_async_reward_keeps_its_event_loop_from_step_to_step(tiny_model_dir, examples, tmp_path):
+    """TRL runs async rewards on one persistent loop; a reward bound to its first loop must score every step."""
+    import toy_rewards
+
+    toy_rewards._judge_loop.clear()
+    summary = train(args(tmp_path, max_steps=3, reward_funcs=["toy_rewards:loop_bound_judge"]),
+                    lora(tiny_model_dir), DataArguments(), examples)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert summary["steps"] == 3 and all(r["reward"] is not None for r in rows)

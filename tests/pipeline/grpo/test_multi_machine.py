@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import processes
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -40,22 +41,15 @@ def test_two_machines_on_localhost_reach_the_one_process_weights(tiny_model_dir,
     assert one.returncode == 0, one.stderr[-3000:]
 
     port = str(unused_port())
-    logs = [(tmp_path / f"machine-{rank}.log").open("w") for rank in (0, 1)]
-    # Output to files, not pipes: a full pipe would block one machine inside a collective and hang both.
     machines = [
-        subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch",
-                          "--config_file", "configs/accelerate/two_nodes_cpu.yaml", "--machine_rank", str(rank),
-                          "--main_process_ip", "127.0.0.1", "--main_process_port", port,
-                          *grpo_command(tiny_model_dir, mini_gsm8k, tmp_path / "two-machines")],
-                         cwd=ROOT, env=env, stdout=logs[rank], stderr=subprocess.STDOUT)
+        processes.start([sys.executable, "-m", "accelerate.commands.launch",
+                         "--config_file", "configs/accelerate/two_nodes_cpu.yaml", "--machine_rank", str(rank),
+                         "--main_process_ip", "127.0.0.1", "--main_process_port", port,
+                         *grpo_command(tiny_model_dir, mini_gsm8k, tmp_path / "two-machines")],
+                        cwd=ROOT, env=env, log=tmp_path / f"machine-{rank}.log")
         for rank in (0, 1)
     ]
-    try:
-        codes = [machine.wait(timeout=300) for machine in machines]
-    finally:
-        for machine, log in zip(machines, logs):
-            machine.kill()
-            log.close()
+    codes = processes.wait_all(machines, timeout=300)
     for rank, code in enumerate(codes):
         assert code == 0, f"machine {rank}:\n{(tmp_path / f'machine-{rank}.log').read_text()[-3000:]}"
 

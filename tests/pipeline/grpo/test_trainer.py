@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import processes
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -165,11 +166,11 @@ def test_two_gloo_processes_match_one_process(tiny_model_dir, mini_gsm8k, tmp_pa
     one = subprocess.run([sys.executable, *common, "--output_dir", str(tmp_path / "one")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                          "configs/accelerate/ddp_cpu_2proc.yaml", "--main_process_port", str(free_port()),
-                          *common, "--output_dir", str(tmp_path / "two")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    code, output = processes.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                                  "configs/accelerate/ddp_cpu_2proc.yaml", "--main_process_port", str(free_port()),
+                                  *common, "--output_dir", str(tmp_path / "two")],
+                                 cwd=ROOT, env=env, log=tmp_path / "two.log", timeout=600)
+    assert code == 0, output[-3000:]
     a, b = adapter(tmp_path / "one"), adapter(tmp_path / "two")
     # Same samples and rewards; float32 sums in another order (each process pads its own batch) and
     # Adam's per-element scaling leave differences of ~1e-6 on weights of order 1e-2.

@@ -76,3 +76,99 @@ def test_entropy_controller_state_survives_a_json_checkpoint():
     controller.update(0.2)
     fresh.load_state_dict(json.loads(json.dumps(controller.state_dict())))
     assert (fresh.coef, fresh.last_entropy, fresh.applied()) == pytest.approx((0.15, 0.2, 0.15))
+
+
+def poison_update(monkeypatch, factor: float, poisoned_calls: set[int]):
+    """grpo_loss as it is, but its loss times ``factor`` on the given calls (1-based): a fault injection."""
+    import pipeline.grpo.update as update
+
+    real_loss, calls = update.grpo_loss, {"n": 0}
+
+    def poisoned(*a, **kw):
+        out = real_loss(*a, **kw)
+        calls["n"] += 1
+        if calls["n"] in poisoned_calls:
+            out.loss = out.loss * factor
+        return out
+
+    monkeypatch.setattr(update, "grpo_loss", poisoned)
+
+
+def two_update_state(tmp_path, tiny_model_dir, mini_gsm8k, **overrides):
+    """A LoRA run whose one generation batch of 8 completions makes two optimizer updates of 2 micro-batches."""
+    args = GRPOArguments(output_dir=str(tmp_path), max_steps=1, prompts_per_step=2, num_generations=4,
+                         micro_batch_size=2, steps_per_generation=2, max_completion_length=8,
+                         reward_funcs=["toy_rewards:text_length"], beta=0.0, learning_rate=5e-3, save_steps=0,
+                         seed=0, **overrides)
+    model_args = ModelArguments(model_name_or_path=str(tiny_model_dir), use_peft=True, lora_r=4, lora_alpha=8)
+    state = setup(args, model_args, DataArguments(dataset_name=str(mini_gsm8k)),
+                  load_gsm8k(str(mini_gsm8k), "train").examples)
+    batch = local_prompts(state, 0)
+    rollout = generate(state, batch)
+    rewards, breakdown = score(state, rollout, batch)
+    advantages = process_advantages(state.accelerator, args, rewards, breakdown, rollout.group_size).advantages
+    old, _ = reference_logps(state, rollout)
+    return state, (rollout, advantages, old, None)
+
+
+def test_a_nan_update_skips_itself_only(tiny_model_dir, mini_gsm8k, tmp_path, monkeypatch):
+    """The first of two updates has a NaN loss (its 2 micro-batches); the second's own loss is finite and applies."""
+    poison_update(monkeypatch, math.nan, {1, 2})
+    state, inputs = two_update_state(tmp_path, tiny_model_dir, mini_gsm8k)
+    before = {n: p.detach().clone() for n, p in state.policy.named_parameters() if p.requires_grad}
+    metrics = train_on_rollout(state, *inputs)
+    assert metrics["skipped_updates"] == 1 and state.updates_this_step == 1
+    after = dict(state.policy.named_parameters())
+    assert all(torch.isfinite(after[n]).all() for n in before)
+    assert any(not torch.equal(after[n], before[n]) for n in before)
+
+
+def test_fp16_grad_scaler_survives_an_overflowing_update(tiny_model_dir, mini_gsm8k, tmp_path, monkeypatch,
+                                                         fresh_accelerate_state):
+    """accelerate's fp16 path (a real GradScaler, here on CPU): the first update overflows (inf loss), so the
+    scaler skips it and halves its scale; the second update must then be unscaled and applied, not crash with
+    "unscale_() has already been called"."""
+    import accelerate
+
+    class ScalingAccelerator(accelerate.Accelerator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)  # as accelerate makes it on a GPU
+            self.native_amp = True
+
+    monkeypatch.setattr(accelerate, "Accelerator", ScalingAccelerator)
+    poison_update(monkeypatch, math.inf, {1, 2})
+    state, inputs = two_update_state(tmp_path, tiny_model_dir, mini_gsm8k, mixed_precision="fp16")
+    assert state.optimizer.scaler is state.accelerator.scaler  # the prepared optimizer steps through the scaler
+    before = {n: p.detach().clone() for n, p in state.policy.named_parameters() if p.requires_grad}
+    metrics = train_on_rollout(state, *inputs)
+    assert metrics["skipped_updates"] == 1 and state.updates_this_step == 1
+    assert state.accelerator.scaler.get_scale() == 2.0**15  # one overflow seen by the scaler: halved once
+    after = dict(state.policy.named_parameters())
+    assert any(not torch.equal(after[n], before[n]) for n in before)
+
+
+def test_an_entropy_coefficient_outside_its_bounds_is_clamped_on_the_side_it_moves_to():
+    """TRL: up is min(coef + delta, max), down is max(coef - delta, min); a coefficient that starts outside
+    [min, max] is not pulled to the far bound (worked by hand from TRL's two lines)."""
+    above = EntropyController(coef=0.9, target=0.5, delta=0.1, low=0.0, high=0.5)
+    assert above.update(0.8) == pytest.approx(0.8)  # entropy above target, down: max(0.9 - 0.1, 0.0)
+    assert above.update(0.2) == pytest.approx(0.5)  # below target, up: min(0.8 + 0.1, 0.5)
+    below = EntropyController(coef=-0.3, target=0.5, delta=0.1, low=0.0, high=0.5)
+    assert below.update(0.2) == pytest.approx(-0.2)  # up: min(-0.3 + 0.1, 0.5)
+    assert below.update(0.9) == pytest.approx(0.0)  # down: max(-0.2 - 0.1, 0.0)
+
+
+@pytest.mark.parametrize("option, launch, expected", [(None, "bf16", "bf16"), ("no", "bf16", "no"), (None, None, "no")])
+def test_mixed_precision_follows_the_launch_config_unless_set(tiny_model_dir, mini_gsm8k, tmp_path, monkeypatch,
+                                                              fresh_accelerate_state, option, launch, expected):
+    """`accelerate launch` with a config of mixed_precision: bf16 exports ACCELERATE_MIXED_PRECISION; the run
+    uses it unless --mixed_precision says otherwise."""
+    if launch is None:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    else:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launch)
+    args = GRPOArguments(output_dir=str(tmp_path), max_steps=1, mixed_precision=option, reward_funcs=[REWARD])
+    state = setup(args, ModelArguments(model_name_or_path=str(tiny_model_dir)), DataArguments(),
+                  load_gsm8k(str(mini_gsm8k), "train").examples)
+    assert state.accelerator.mixed_precision == expected

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.arguments import DataArguments, ModelArguments
+from pipeline.config import require
 from pipeline.data import GSM8KExample, PromptTemplate, get_template
+from pipeline.distributed import zero_stage
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.state import GRPOState
 from rewards import load_reward
@@ -86,3 +88,14 @@ def local_prompts(state: GRPOState, step: int) -> list[tuple[int, GSM8KExample]]
     start = acc.process_index * per_process
     positions = range(step * args.prompts_per_step + start, step * args.prompts_per_step + start + per_process)
     return [(pos, state.examples[i]) for pos, i in zip(positions, indices[start : start + per_process])]
+
+
+def check_engine_options(accelerator, args: GRPOArguments, model_args: ModelArguments) -> None:
+    """What the loop does not offer under DeepSpeed yet, refused before any weights load."""
+    if not zero_stage(accelerator):
+        return
+    require(not args.resume_from_checkpoint, "resume_from_checkpoint", "not under DeepSpeed yet: its checkpoints "
+            "hold the weights, not ZeRO's sharded optimizer state; rerun from the saved weights instead")
+    require(zero_stage(accelerator) < 3 or model_args.use_peft or args.beta == 0, "beta",
+            "ZeRO-3 with full fine-tuning needs a sharded reference model, not offered yet: use LoRA (use_peft: true) "
+            "or beta: 0")

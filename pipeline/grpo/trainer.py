@@ -24,7 +24,7 @@ from pipeline.generation import encode, eos_token_ids
 from pipeline.grpo.advantages import process_advantages
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.dynamic_sampling import Scored, replace_flat_groups
-from pipeline.grpo.inputs import local_prompts, reward_functions
+from pipeline.grpo.inputs import check_engine_options, local_prompts, reward_functions
 from pipeline.grpo.logprobs import completion_logps
 from pipeline.grpo.metrics import step_metrics
 from pipeline.grpo.rollout import Rollout, collate_rollout, group_seed
@@ -62,6 +62,7 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
                                    max_grad_norm=args.max_grad_norm, project_dir=args.output_dir,
                                    log_with=None if args.report_to == "none" else args.report_to)
     args.check_processes(accelerator.num_processes)
+    check_engine_options(accelerator, args, model_args)
     if args.precision == "bf16":
         warn_if_cpu_bf16_is_slow("mixed_precision: bf16", on_gpu=accelerator.device.type == "cuda")
     set_seed(args.seed)

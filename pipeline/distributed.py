@@ -47,10 +47,12 @@ def make_accelerator(mixed_precision: str, *, micro_batch_size: int, max_grad_no
 
     engine = launched_engine()
     on_gpu = torch.cuda.is_available()
-    # An engine on CPU: gloo, as DDP's CPU path (cpu=True) picks by itself.
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if engine and not on_gpu else []
-    accelerator = Accelerator(cpu=not on_gpu and engine is None, mixed_precision=mixed_precision,
+    # DeepSpeed on CPU: its CPU accelerator over gloo (cpu=True would bypass it).
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if engine == "deepspeed" and not on_gpu else []
+    accelerator = Accelerator(cpu=not on_gpu and engine != "deepspeed", mixed_precision=mixed_precision,
                               kwargs_handlers=handlers, **kwargs)
+    if engine == "fsdp" and not on_gpu and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        _fsdp_on_cpu(accelerator)
     running = accelerator.distributed_type
     expected = {"deepspeed": DistributedType.DEEPSPEED, "fsdp": DistributedType.FSDP}.get(engine)
     if expected is not None and running != expected:
@@ -64,6 +66,20 @@ def make_accelerator(mixed_precision: str, *, micro_batch_size: int, max_grad_no
         logger.info("DeepSpeed ZeRO stage %s on %d processes (%s)", zero_stage(accelerator), accelerator.num_processes,
                     accelerator.device.type)
     return accelerator
+
+
+def _fsdp_on_cpu(accelerator) -> None:
+    """accelerate builds FSDP only on GPUs; on CPU processes (gloo) its FSDP2 path runs as it is once the
+    state says FSDP: ``fully_shard`` on a CPU device mesh, DTensor parameters, gathered state dicts."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()  # the launch config's fsdp_* settings, from the environment
+    if plugin.fsdp_version != 2:
+        raise ConfigError("FSDP on CPU processes runs FSDP2 only: set fsdp_version: 2 in the launch config")
+    PartialState().distributed_type = DistributedType.FSDP  # every later AcceleratorState() copies it from here
+    accelerator.state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = plugin
 
 
 def zero_stage(accelerator) -> int:

@@ -255,9 +255,10 @@ class MergedAdapterView:
         self.layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
         # Only float32 holds W + ΔW faithfully: rounded to bf16/fp16, a small early ΔW is mostly lost and
         # the sampler would lag the policy being trained. 4-bit weights cannot hold it at all, and
-        # DeepSpeed ZeRO-3 leaves only a shard (ds_id) on each process.
+        # DeepSpeed ZeRO-3 (ds_id) and FSDP2 (a DTensor, to_local) leave only a shard on each process.
         self.supported = bool(self.layers) and all(
-            m.get_base_layer().weight.dtype == torch.float32 and not hasattr(m.get_base_layer().weight, "ds_id")
+            m.get_base_layer().weight.dtype == torch.float32
+            and not any(hasattr(m.get_base_layer().weight, shard) for shard in ("ds_id", "to_local"))
             for m in self.layers)
 
     @torch.no_grad()

@@ -43,10 +43,10 @@ def run_one(command: list[str], log: Path) -> None:
     assert code == 0, output[-4000:]
 
 
-def _launch(config: str, command: list[str], log: Path) -> tuple[int | None, str]:
+def _launch(config: str, command: list[str], log: Path, env: dict | None = None) -> tuple[int | None, str]:
     return processes.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", config,
                           "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
-                          *command], cwd=ROOT, env=environment(), log=log, timeout=600)
+                          *command], cwd=ROOT, env=environment() | (env or {}), log=log, timeout=600)
 
 
 def launch_two(config: str, command: list[str], log: Path) -> None:
@@ -80,8 +80,8 @@ def assert_same_training(run: Path, reference: Path) -> None:
         torch.testing.assert_close(ours[key], value, rtol=1e-3, atol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
 
 
-def launch_two_failing(config: str, command: list[str], log: Path) -> str:
-    """Like launch_two for a run that must stop; returns its output."""
-    code, output = _launch(config, command, log)
+def launch_two_failing(config: str, command: list[str], log: Path, env: dict | None = None) -> str:
+    """Like launch_two (``env`` added to the environment) for a run that must stop; returns its output."""
+    code, output = _launch(config, command, log, env)
     assert code not in (0, None), output[-4000:]
     return output

@@ -10,7 +10,7 @@ from typing import Any
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import require
 from pipeline.data import GSM8KExample, PromptTemplate, get_template
-from pipeline.distributed import zero_stage
+from pipeline.distributed import launched_engine, zero_stage
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.state import GRPOState
 from rewards import load_reward
@@ -91,11 +91,12 @@ def local_prompts(state: GRPOState, step: int) -> list[tuple[int, GSM8KExample]]
 
 
 def check_engine_options(accelerator, args: GRPOArguments, model_args: ModelArguments) -> None:
-    """What the loop does not offer under DeepSpeed yet, refused before any weights load."""
-    if not zero_stage(accelerator):
+    """What the loop does not offer under DeepSpeed or FSDP yet, refused before any weights load."""
+    engine = launched_engine()
+    if engine is None:
         return
-    require(not args.resume_from_checkpoint, "resume_from_checkpoint", "not under DeepSpeed yet: its checkpoints "
-            "hold the weights, not ZeRO's sharded optimizer state; rerun from the saved weights instead")
+    require(not args.resume_from_checkpoint, "resume_from_checkpoint", f"not under {engine} yet: its checkpoints "
+            "hold the gathered weights, not the sharded optimizer state; rerun from the saved weights instead")
     require(zero_stage(accelerator) < 3 or model_args.use_peft or args.beta == 0, "beta",
             "ZeRO-3 with full fine-tuning needs a sharded reference model, not offered yet: use LoRA (use_peft: true) "
             "or beta: 0")

@@ -181,6 +181,8 @@ def _optimizer_step(state, sums: dict[str, float], update_loss: float, total_upd
     """
     args, acc, model = state.args, state.accelerator, state.model
     grad_norm = acc.clip_grad_norm_(model.parameters(), args.max_grad_norm if args.max_grad_norm > 0 else math.inf)
+    if hasattr(grad_norm, "full_tensor"):  # FSDP2: a replicated DTensor
+        grad_norm = grad_norm.full_tensor()
     finite = math.isfinite(float(grad_norm)) and math.isfinite(update_loss)
     if getattr(acc, "deepspeed_engine_wrapped", None) is not None:  # DeepSpeed clipped and stepped in the last backward
         applied = model.was_step_applied()

@@ -1,11 +1,10 @@
 """Distributed engines engaged and checked on CPU: two gloo processes under DeepSpeed ZeRO-2 and ZeRO-3 (its
-CPU accelerator), launched with the repository's own accelerate configs, reach the one-process weights; each
-run's config.json records what really ran (stage, optimizer, the share of the parameters each process holds),
-so a silent fallback to DDP fails the test."""
+CPU accelerator) and FSDP2 (accelerate's FSDP2 path on a CPU mesh), launched with the repository's own
+accelerate configs, reach the one-process weights; each run's config.json records what really ran (stage,
+optimizer, the share of the parameters each process holds), so a silent fallback to DDP fails the test."""
 
 import pytest
 import runs
-import torch
 
 from pipeline.distributed import launched_engine
 
@@ -22,25 +21,31 @@ def test_the_launched_engine_is_read_from_accelerates_environment():
     assert launched_engine({"ACCELERATE_USE_DEEPSPEED": "false"}) is None
 
 
+ENGINES = {  # the launch config: what its run's config.json must record
+    "zero2": {"distributed_type": "DEEPSPEED", "zero_stage": 2, "optimizer": "DeepSpeedZeroOptimizer",
+              "local_parameter_fraction": 1.0},  # ZeRO-2 shards optimizer state and gradients, not parameters
+    "zero3": {"distributed_type": "DEEPSPEED", "zero_stage": 3, "optimizer": "DeepSpeedZeroOptimizer_Stage3",
+              "local_parameter_fraction": pytest.approx(0.5, abs=0.01)},  # half of every parameter, up to padding
+    "fsdp": {"distributed_type": "FSDP", "local_parameter_fraction": 0.5},  # FSDP2: DTensors, half the elements
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stage, optimizer", [(2, "DeepSpeedZeroOptimizer"), (3, "DeepSpeedZeroOptimizer_Stage3")])
-def test_deepspeed_zero_on_two_cpu_processes_reaches_the_one_process_weights(one_process_run, tiny_model_dir,
-                                                                              mini_gsm8k, tmp_path, stage, optimizer):
-    run = tmp_path / f"zero{stage}"
-    runs.launch_two(f"configs/accelerate/zero{stage}.yaml", runs.grpo_command(tiny_model_dir, mini_gsm8k, run),
+@pytest.mark.parametrize("config", list(ENGINES))
+def test_a_sharding_engine_on_two_cpu_processes_reaches_the_one_process_weights(one_process_run, tiny_model_dir,
+                                                                                mini_gsm8k, tmp_path, config):
+    run = tmp_path / config
+    runs.launch_two(f"configs/accelerate/{config}.yaml", runs.grpo_command(tiny_model_dir, mini_gsm8k, run),
                     tmp_path / "log")
     engine = runs.engine(run)
-    assert (engine["distributed_type"], engine["zero_stage"], engine["optimizer"]) == ("DEEPSPEED", stage, optimizer)
-    if stage == 3:  # parameters partitioned: each process holds about half of every parameter's elements
-        assert engine["local_parameter_fraction"] == pytest.approx(0.5, abs=0.01)
-    else:
-        assert engine["local_parameter_fraction"] == 1.0
+    assert {key: engine.get(key) for key in ENGINES[config]} == ENGINES[config]
+    assert engine["processes"] == 2
     runs.assert_same_training(run, one_process_run)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config, extra, message", [
-    ("zero2", ["--resume_from_checkpoint", "latest"], "error: option --resume_from_checkpoint: not under DeepSpeed yet"),
+    ("zero2", ["--resume_from_checkpoint", "latest"], "error: option --resume_from_checkpoint: not under deepspeed yet"),
     ("zero3", ["--use_peft", "false"], "error: option --beta: ZeRO-3 with full fine-tuning needs a sharded reference"),
 ])
 def test_what_deepspeed_runs_do_not_offer_yet_stops_before_any_weights_load(tiny_model_dir, mini_gsm8k, tmp_path,
@@ -52,11 +57,11 @@ def test_what_deepspeed_runs_do_not_offer_yet_stops_before_any_weights_load(tiny
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA, accelerate builds FSDP: this is the CPU case")
 def test_an_engine_accelerate_does_not_run_stops_the_launch_in_one_line(tiny_model_dir, mini_gsm8k, tmp_path):
-    """fsdp.yaml on a machine without CUDA: accelerate builds no FSDP there (it runs no engine at all); the run
-    must say so instead of training without the sharding it was asked for."""
-    output = runs.launch_two_failing("configs/accelerate/fsdp.yaml",
-                                     runs.grpo_command(tiny_model_dir, mini_gsm8k, tmp_path / "run"), tmp_path / "log")
-    assert "error: the launch config asks for fsdp, but accelerate runs NO" in output
+    """zero2.yaml launched with ACCELERATE_USE_CPU=true in the environment: accelerate then builds no DeepSpeed
+    and would train plain DDP without a word; the run must say so before any weights load."""
+    output = runs.launch_two_failing("configs/accelerate/zero2.yaml",
+                                     runs.grpo_command(tiny_model_dir, mini_gsm8k, tmp_path / "run"), tmp_path / "log",
+                                     env={"ACCELERATE_USE_CPU": "true"})
+    assert "error: the launch config asks for deepspeed, but accelerate runs MULTI_CPU" in output
     assert "Loading weights" not in output and not (tmp_path / "run" / "metrics.jsonl").exists()

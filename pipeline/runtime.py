@@ -66,6 +66,21 @@ class GracefulInterrupt:
         return False
 
 
+def end_process_group() -> None:
+    """End torch.distributed's process group the same way on every process, once the prepared models are
+    freed: a barrier, then ``destroy_process_group`` (which frees the group without holding the GIL). Left to
+    the interpreter's exit, the group may be freed by a DDP reducer while the GIL is held, and hang (see
+    ``pipeline.grpo.trainer.close``)."""
+    import gc
+
+    import torch.distributed as dist
+
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def resolve_device(name: str = "auto"):
     """The ``torch.device`` for a device option: ``auto`` is the accelerator (CUDA when there is one), else
     the name as torch reads it (``cpu``, ``cuda``, ``cuda:1``).

@@ -17,7 +17,7 @@ import sys
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import parse_or_exit
 from pipeline.grpo.config import GRPOArguments
-from pipeline.runtime import setup_logging
+from pipeline.runtime import end_process_group, setup_logging
 
 logger = logging.getLogger("train_grpo")
 CONFIG_TYPES = [GRPOArguments, ModelArguments, DataArguments]
@@ -41,7 +41,9 @@ def main(grpo_args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
     if grpo_args.backend == "trl":
         from pipeline.grpo.trl_backend import train_with_trl
 
-        return train_with_trl(grpo_args, model_args, data_args, examples)
+        summary = train_with_trl(grpo_args, model_args, data_args, examples)
+        end_process_group()  # TRL's trainer is freed on return; our loop ends its group in trainer.close
+        return summary
     summary = train(grpo_args, model_args, data_args, examples, test_examples)
     if summary.get("interrupted"):
         print(f"Interrupted: checkpoint of step {summary['steps']} saved in {grpo_args.output_dir}/checkpoints. "

@@ -77,6 +77,8 @@ def _fsdp_on_cpu(accelerator) -> None:
     plugin = FullyShardedDataParallelPlugin()  # the launch config's fsdp_* settings, from the environment
     if plugin.fsdp_version != 2:
         raise ConfigError("FSDP on CPU processes runs FSDP2 only: set fsdp_version: 2 in the launch config")
+    if accelerator.mixed_precision != "no":  # as accelerate does when it picks FSDP itself
+        plugin.set_mixed_precision(accelerator.mixed_precision)
     PartialState().distributed_type = DistributedType.FSDP  # every later AcceleratorState() copies it from here
     accelerator.state.distributed_type = DistributedType.FSDP
     accelerator.state.fsdp_plugin = plugin
@@ -138,7 +140,8 @@ def engine_summary(accelerator, model) -> dict[str, Any]:
         else:
             local, total = local + param.numel(), total + param.numel()
     summary = {"distributed_type": accelerator.distributed_type.value, "processes": accelerator.num_processes,
-               "device": accelerator.device.type, "local_parameter_fraction": local / max(total, 1)}
+               "device": accelerator.device.type, "mixed_precision": accelerator.mixed_precision,
+               "local_parameter_fraction": local / max(total, 1)}
     if zero_stage(accelerator):
         summary.update(zero_stage=zero_stage(accelerator), optimizer=type(model.optimizer).__name__)
     return summary

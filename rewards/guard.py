@@ -91,7 +91,7 @@ class AsyncRewardLoop:
 
     def _start(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="async-rewards", daemon=True)
+        self.thread = threading.Thread(target=_serve, args=(self.loop,), name="async-rewards", daemon=True)
         self.thread.start()
 
     def run(self, coroutine: Any, timeout: float | None) -> None:
@@ -105,7 +105,21 @@ class AsyncRewardLoop:
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=1.0)
+        self.thread.join(timeout=1.0)  # a loop blocked by a coroutine is left to its daemon thread
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """Run ``loop`` until stopped, then cancel what is still pending on it (an abandoned call) and close it."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
 
 
 def call_async_rewards(funcs: Sequence[tuple[Callable[..., Any], str]], timeout: float | None,

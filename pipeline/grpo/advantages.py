@@ -124,7 +124,7 @@ def normalize_then_sum_advantages(per_function: torch.Tensor, weights: torch.Ten
                       nanstd(total.view(-1, group_size), dim=1), zero_std.expand(groups).clone())
 
 
-def per_function_rewards(breakdown, device: torch.device | str = "cpu") -> torch.Tensor:
+def per_function_rewards(breakdown, device: torch.device | str) -> torch.Tensor:
     """``[N, F]`` float32 rewards of each reward function from a RewardBreakdown; NaN where one abstained."""
     return torch.tensor([[math.nan if v is None else v for v in values] for values in breakdown.per_function],
                         dtype=torch.float32, device=device).T

@@ -139,7 +139,7 @@ def replace_flat_groups(state: GRPOState, first: Scored, sample: Callable[[Batch
 
     def spread(scored: Scored) -> torch.Tensor:  # what the advantages normalise: totals, or each function
         if args.multi_objective_aggregation == "normalize_then_sum":
-            return per_function_rewards(scored.breakdown)  # [N, F]
+            return per_function_rewards(scored.breakdown, scored.rewards.device)  # [N, F]
         return scored.rewards  # [N]
 
     return fill_with_informative_groups(first, sample, more_prompts, args.max_dynamic_sampling_rounds, collate,

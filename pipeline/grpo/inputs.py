@@ -10,7 +10,7 @@ from typing import Any
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import require
 from pipeline.data import GSM8KExample, PromptTemplate, get_template
-from pipeline.distributed import launched_engine, zero_stage
+from pipeline.distributed import launched_engine, shards_parameters, zero_stage
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.state import GRPOState
 from rewards import load_reward
@@ -97,6 +97,9 @@ def check_engine_options(accelerator, args: GRPOArguments, model_args: ModelArgu
         return
     require(not args.resume_from_checkpoint, "resume_from_checkpoint", f"not under {engine} yet: its checkpoints "
             "hold the gathered weights, not the sharded optimizer state; rerun from the saved weights instead")
+    require(not (args.dynamic_sampling and shards_parameters(accelerator)), "dynamic_sampling",
+            "not with sharded parameters (ZeRO-3, FSDP) yet: each process would decide its own extra rounds, "
+            "and every forward pass is a collective")
     require(zero_stage(accelerator) < 3 or model_args.use_peft or args.beta == 0, "beta",
             "ZeRO-3 with full fine-tuning needs a sharded reference model, not offered yet: use LoRA (use_peft: true) "
             "or beta: 0")

@@ -20,6 +20,7 @@ Shapes: B completions in a micro-batch, T completion positions (padded).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -177,7 +178,7 @@ def gamma_weights(log_ratio: torch.Tensor, mask: torch.Tensor, adv: torch.Tensor
     >>> [round(x, 6) for x in gamma_weights(w, torch.ones(2, 1), torch.ones(2, 1), PolicyObjective()).squeeze(1).tolist()]
     [1.0, 0.199148]
     """
-    lower = torch.log(torch.tensor(1e-8)).item()
+    lower = math.log(1e-8)
     log_w = (torch.clamp(log_ratio, -20.0, 20.0) * mask).sum(-1, keepdim=True)  # [B, 1]
     if sampling_ratio is not None:
         log_w = log_w + torch.clamp(torch.log(sampling_ratio), lower, 20.0).sum(-1, keepdim=True)

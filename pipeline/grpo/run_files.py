@@ -13,7 +13,7 @@ import torch
 from pipeline.arguments import EvalArguments, ModelArguments
 from pipeline.checkpoint import save_checkpoint
 from pipeline.data import GSM8KExample
-from pipeline.distributed import loading_on_this_process_only
+from pipeline.distributed import loading_on_this_process_only, shards_parameters
 from pipeline.grpo.rollout import Rollout
 from pipeline.grpo.state import GRPOState, sampling_model
 from pipeline.plots import METRICS_FILE
@@ -71,7 +71,7 @@ def evaluate_policy(state: GRPOState, test_examples: list[GSM8KExample], tag: st
 def gathered_weights(state: GRPOState) -> dict[str, torch.Tensor] | None:
     """The whole state dict when the parameters are sharded (gathered by every process; None elsewhere and
     when they are not: each process then holds them whole)."""
-    if state.finished_everywhere is None:
+    if not shards_parameters(state.accelerator):
         return None
     return state.accelerator.get_state_dict(state.model)
 

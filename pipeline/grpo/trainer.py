@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import time
+import traceback
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,13 @@ import torch
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.checkpoint import find_checkpoint, load_checkpoint
 from pipeline.data import GSM8KExample, get_template, render_prompt
-from pipeline.distributed import engine_summary, finished_everywhere, make_accelerator, shards_parameters
+from pipeline.distributed import (
+    engine_summary,
+    finished_everywhere,
+    launched_engine,
+    make_accelerator,
+    shards_parameters,
+)
 from pipeline.generation import encode, eos_token_ids
 from pipeline.grpo.advantages import process_advantages
 from pipeline.grpo.config import GRPOArguments
@@ -82,6 +89,20 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps,
                               num_training_steps=args.max_steps * args.num_iterations * args.steps_per_generation)
     model, optimizer = accelerator.prepare(model, optimizer)
+    try:
+        return _finish_setup(args, model_args, data_args, examples, accelerator, model, tokenizer, optimizer,
+                             scheduler, ref_model, reward_funcs, template)
+    except BaseException as error:  # the prepared model must not outlive the process group (see close)
+        traceback.clear_frames(error.__traceback__)  # the failed calls' locals hold it too
+        accelerator.free_memory()
+        model = optimizer = None
+        gc.collect()
+        accelerator.end_training()
+        raise
+
+
+def _finish_setup(args, model_args, data_args, examples, accelerator, model, tokenizer, optimizer, scheduler,
+                  ref_model, reward_funcs, template) -> GRPOState:
     run_dir = Path(args.output_dir)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -201,8 +222,8 @@ def _sample_with_retry(state: GRPOState, model, prompts: list[torch.Tensor], see
                                                    replace(params, num_generations=count), state.finished_everywhere))
             return right_pad(parts, params.pad_token_id)
         except torch.OutOfMemoryError:
-            if state.generation_batch == 1:
-                raise
+            if state.generation_batch == 1 or state.finished_everywhere is not None:
+                raise  # nothing smaller to try, or the processes must decode in step
             state.generation_batch = max(1, state.generation_batch // 2)
             _free_memory()
             logger.warning("out of memory while generating: retrying with %d samples at a time", state.generation_batch)
@@ -314,12 +335,13 @@ def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
           examples: list[GSM8KExample], test_examples: list[GSM8KExample] | None = None) -> dict[str, Any]:
     """The whole GRPO stage; returns a summary with the metrics history and the before/after evaluations."""
     state = setup(args, model_args, data_args, examples)
-    finished = False
     try:
         summary = _train(state, model_args, test_examples)
-        finished = True
-    finally:  # every process ends the same way, also after an error (then without waiting for the others)
-        close(state, wait=finished)
+    except BaseException as error:  # ended the same way, without waiting for the others
+        traceback.clear_frames(error.__traceback__)  # the failed calls' locals hold the prepared model too
+        close(state, wait=False)
+        raise
+    close(state)
     return summary
 
 
@@ -373,6 +395,10 @@ def close(state: GRPOState, wait: bool = True) -> None:
         state.reward_loop.close()
     gc.collect()
     state.accelerator.end_training()
+    if launched_engine() == "fsdp" and not torch.cuda.is_available():  # FSDP on CPU set accelerate's state itself
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def _loop(state: GRPOState, test_examples, progress, interrupt: GracefulInterrupt) -> bool:

@@ -190,6 +190,9 @@ def _optimizer_step(state, sums: dict[str, float], update_loss: float, total_upd
         state.optimizer.step()
         applied = not acc.optimizer_step_was_skipped
     else:
+        if acc.num_processes > 1:  # one decision for all: DDP replicas must never drift apart
+            votes = acc.reduce(torch.tensor([float(finite)], device=acc.device), reduction="sum")
+            finite = votes.item() == acc.num_processes
         applied = finite
         if applied:
             state.optimizer.step()

@@ -111,7 +111,7 @@ class VLLMEngine:
         self.llm.reset_prefix_cache()
 
     def sample(self, prompts: list[torch.Tensor], params: SamplingParams,
-               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+               device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         """G completions per prompt: ``(ids [P * G, T], sampling log-probs [P * G, T])`` on ``device``, groups
         contiguous, right-padded with ``params.pad_token_id`` (log-prob 0 there); EOS is kept as the last token."""
         from vllm import SamplingParams as VLLMSamplingParams

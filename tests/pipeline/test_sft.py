@@ -184,5 +184,4 @@ def test_sft_evaluation_places_every_tensor_on_the_model_device(tiny_model_dir, 
     summary = evaluate_on_test(ModelArguments(model_name_or_path=str(tiny_model_dir)),
                                DataArguments(dataset_name=str(mini_gsm8k)),
                                SFTScriptArguments(eval_limit=2, eval_max_new_tokens=4), tmp_path, seed=0, device="cpu")
-    assert torch.get_default_device().type == "meta"
     assert summary["num_problems"] == 2 and summary["generated_tokens"] > 0

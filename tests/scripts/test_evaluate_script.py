@@ -45,7 +45,6 @@ def test_evaluate_places_every_tensor_on_the_model_device(tiny_model_dir, mini_g
     summary = evaluate_script.main(
         ModelArguments(model_name_or_path=str(tiny_model_dir)), DataArguments(dataset_name=str(mini_gsm8k)),
         EvalArguments(limit=2, max_new_tokens=4, num_samples=num_samples, device="cpu", output_dir=str(tmp_path)))
-    assert torch.get_default_device().type == "meta"
     assert summary["num_problems"] == 2 and summary["generated_tokens"] > 0
 
 

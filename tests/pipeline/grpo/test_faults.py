@@ -192,10 +192,10 @@ def test_out_of_memory_while_generating_halves_the_samples_per_call(tiny_model_d
 
     real = trainer.sample_groups
 
-    def limited_memory(model, prompts, seeds, params):
+    def limited_memory(model, prompts, seeds, params, *rest):
         if len(prompts) * params.num_generations > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return real(model, prompts, seeds, params)
+        return real(model, prompts, seeds, params, *rest)
 
     monkeypatch.setattr(trainer, "sample_groups", limited_memory)
     summary = train(args(tmp_path, max_steps=1), lora(tiny_model_dir), DataArguments(), examples)

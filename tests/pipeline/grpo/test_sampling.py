@@ -135,3 +135,23 @@ def _token_ending_rows_at_different_steps(rows: list[list[int]]) -> int:
     def spread(token: int) -> int:
         return len({row.index(token) if token in row else len(row) for row in rows})
     return max(sorted({t for row in rows for t in row}), key=spread)
+
+
+def test_in_step_decoding_waits_for_every_process_and_keeps_each_ones_samples(model_and_prompts):
+    """With sharded parameters every process runs the same forward passes: while another process is still
+    decoding (the collective stop test says so), this one goes on, its finished rows padded, and its samples
+    are those it decodes alone."""
+    model, tokenizer, prompts = model_and_prompts
+    params = params_for(model, tokenizer, temperature=2.0, max_new_tokens=16, eos_ids=tuple(range(5, 200, 2)))
+    alone = sample_groups(model, prompts, [1, 2], params)
+    assert alone.size(1) < params.max_new_tokens  # on its own this process stops early
+    asked = []
+
+    def others_still_decoding(done: bool) -> bool:
+        asked.append(done)
+        return False
+
+    in_step = sample_groups(model, prompts, [1, 2], params, others_still_decoding)
+    assert in_step.size(1) == params.max_new_tokens and len(asked) == params.max_new_tokens - 1
+    assert torch.equal(in_step[:, : alone.size(1)], alone)
+    assert (in_step[:, alone.size(1) :] == tokenizer.pad_token_id).all()

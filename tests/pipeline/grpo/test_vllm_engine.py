@@ -91,7 +91,7 @@ def test_samples_follow_the_tempered_softmax_and_carry_their_log_probs(engine_an
     prompt = ids_of(tokenizer, PROMPT)
     params = SamplingParams(num_generations=4000, max_new_tokens=1, temperature=0.5, top_p=1.0,
                             eos_ids=(tokenizer.eos_token_id,), pad_token_id=tokenizer.pad_token_id)
-    ids, logps = engine.sample([prompt], params)  # [4000, 1] each
+    ids, logps = engine.sample([prompt], params, device="cpu")  # [4000, 1] each
     with torch.no_grad():
         logits = model(input_ids=prompt[None]).logits[0, -1]  # [V]
     empirical = torch.bincount(ids[:, 0], minlength=logits.numel()).float() / ids.size(0)
@@ -110,7 +110,7 @@ def test_groups_end_at_eos_and_are_padded_after_it(engine_and_model):
     params = SamplingParams(num_generations=8, max_new_tokens=6, temperature=1.0, top_p=1.0, eos_ids=(eos,),
                             pad_token_id=tokenizer.pad_token_id)
     prompts = [ids_of(tokenizer, PROMPT), ids_of(tokenizer, "40+9=")]
-    ids, logps = engine.sample(prompts, params)
+    ids, logps = engine.sample(prompts, params, device="cpu")
     assert ids.shape[0] == 16 and ids.shape == logps.shape and ids.shape[1] <= 6
     for row, row_logps in zip(ids, logps):
         ends = (row == eos).nonzero()

@@ -60,8 +60,8 @@ def test_sleep_mode_wakes_the_weights_before_loading_and_the_cache_before_genera
                         enable_sleep_mode=True)
     params = SamplingParams(2, 4, 1.0, 1.0, (2,), 0)
     engine.load_weights([("w", torch.zeros(1))])
-    ids, logps = engine.sample([torch.tensor([7, 8])], params)
-    engine.sample([torch.tensor([7, 8])], params)  # no update in between: nothing to load
+    ids, logps = engine.sample([torch.tensor([7, 8])], params, device="cpu")
+    engine.sample([torch.tensor([7, 8])], params, device="cpu")  # no update in between: nothing to load
     assert engine.llm.calls == [
         ("sleep", 1),  # after start
         ("wake_up", ("weights",)), ("reload_weights", False), ("reset_prefix_cache",),  # written while mapped

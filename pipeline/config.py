@@ -11,14 +11,18 @@ import difflib
 import sys
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 
-class ConfigError(ValueError):
+class BadInput(Exception):
+    """Input the user can fix (an option, a data row, a model path); entry scripts report it in one line."""
+
+
+class ConfigError(BadInput, ValueError):
     """A config value or file that cannot be used; the message names the option or file."""
 
 
@@ -173,6 +177,18 @@ def parse_or_exit(dataclass_types: Sequence[type], args: Sequence[str] | None = 
         return parse_config(dataclass_types, args, description)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_script(main: Callable[..., Any], dataclass_types: Sequence[type], description: str | None = None) -> Any:
+    """An entry script's body: parse its config, then ``main(*configs)``; bad input of any kind (an option, a
+    data row, a model path) prints one line ``error: ...`` and exits with status 2, before any weights load
+    where the script checks its inputs first."""
+    configs = parse_or_exit(dataclass_types, description=description)
+    try:
+        return main(*configs)
+    except BadInput as bad:
+        print(f"error: {bad}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

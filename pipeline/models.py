@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from pipeline.arguments import EMBEDDED_MODEL, ModelArguments
+from pipeline.config import BadInput
 from pipeline.runtime import warn_if_cpu_bf16_is_slow
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ EMBEDDED_FOLDER = "SmolLM2-135M-Instruct-fp32"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(BadInput, RuntimeError):
     """A model that cannot be found or loaded; the message says how to fix it."""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
-from pipeline.config import parse_or_exit
+from pipeline.config import run_script
 from pipeline.data import get_template
 from pipeline.evaluate import evaluate_gsm8k, format_table, write_results
 from pipeline.models import load_model, load_tokenizer
@@ -39,4 +39,4 @@ def main(model_args: ModelArguments, data_args: DataArguments, eval_args: EvalAr
 
 if __name__ == "__main__":
     setup_logging()
-    main(*parse_or_exit(CONFIG_TYPES, description=__doc__))
+    run_script(main, CONFIG_TYPES, description=__doc__)

@@ -15,7 +15,7 @@ import logging
 import sys
 
 from pipeline.arguments import DataArguments, ModelArguments
-from pipeline.config import parse_or_exit
+from pipeline.config import run_script
 from pipeline.grpo.config import GRPOArguments
 from pipeline.runtime import end_process_group, setup_logging
 
@@ -54,17 +54,11 @@ def main(grpo_args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
 
 
 if __name__ == "__main__":
-    from pipeline.config import ConfigError
-    from pipeline.data import DataError
     from pipeline.grpo.run_files import TrainingStopped
-    from pipeline.models import ModelLoadError
 
     setup_logging()
     try:
-        main(*parse_or_exit(CONFIG_TYPES, description=__doc__))
-    except (ConfigError, DataError, ModelLoadError) as bad_input:
-        print(f"error: {bad_input}", file=sys.stderr)
-        raise SystemExit(2) from None
+        run_script(main, CONFIG_TYPES, description=__doc__)  # bad input: one line, exit 2
     except TrainingStopped as stopped:
         print(f"error: {stopped}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -16,7 +16,7 @@ import sys
 from trl import SFTConfig
 
 from pipeline.arguments import DataArguments, ModelArguments
-from pipeline.config import parse_or_exit
+from pipeline.config import run_script
 from pipeline.evaluate import format_comparison
 from pipeline.runtime import end_process_group, setup_logging
 from pipeline.sft import SFTScriptArguments, run_sft
@@ -42,5 +42,5 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
 
 if __name__ == "__main__":
     setup_logging()
-    main(*parse_or_exit(CONFIG_TYPES, description=__doc__))
+    run_script(main, CONFIG_TYPES, description=__doc__)
     end_process_group()  # several processes (accelerate launch): one matched shutdown

@@ -11,6 +11,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import BadInput
 from rewards.parsing import format_fraction, parse_number
 
 logger = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ HUB_DATASET = "openai/gsm8k"
 _CALCULATOR_RE = re.compile(r"<<[^<>]*>>")
 
 
-class DataError(ValueError):
+class DataError(BadInput, ValueError):
     """A dataset row or file that cannot be used; the message names the file and line."""
 
 

@@ -85,6 +85,23 @@ def _global_mean(acc, total: float, count: float) -> float:
     return (totals[0] / totals[1].clamp(min=1.0)).item()
 
 
+def _cut_into_updates(acc, args, mask: torch.Tensor) -> tuple[list[range], float, torch.Tensor]:
+    """The generation batch's rows cut into ``steps_per_generation`` consecutive updates, the completion tokens
+    per update and process, and each completion's loss denominator ([N])."""
+    parts = args.steps_per_generation
+    rows_per_update = mask.size(0) // parts
+    updates = [range(i * rows_per_update, (i + 1) * rows_per_update) for i in range(parts)]
+    tokens_total = acc.gather(mask.sum().reshape(1).to(acc.device)).sum().item()
+    tokens_per_update = tokens_total / acc.num_processes / parts
+    # Per-completion denominators make each update independent of the micro-batch cut (uneven slices and the
+    # out-of-memory retry's finer cut included); bnpo keeps the configured micro-batches' token counts.
+    denominators = torch.cat([sequence_denominators(mask[r.start : r.stop], args.loss_type,
+                                                    micro_batch_size=args.micro_batch_size,
+                                                    max_completion_length=args.max_completion_length,
+                                                    tokens_per_process=tokens_per_update) for r in updates])
+    return updates, tokens_per_update, denominators
+
+
 def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor | None,
                      ref: torch.Tensor | None) -> dict[str, float]:
     """mu passes over one generation batch, each ``steps_per_generation`` optimizer updates on equal, consecutive
@@ -96,17 +113,7 @@ def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor
     args, acc, model = state.args, state.accelerator, state.model
     input_ids, attention_mask = rollout.input_ids(), rollout.attention_mask()
     mask, T = rollout.completion_mask, rollout.completion_ids.size(1)
-    parts = args.steps_per_generation
-    rows_per_update = rollout.num_completions // parts
-    updates = [range(i * rows_per_update, (i + 1) * rows_per_update) for i in range(parts)]
-    tokens_total = acc.gather(mask.sum().reshape(1).to(acc.device)).sum().item()
-    tokens_per_update = tokens_total / acc.num_processes / parts
-    # Per-completion denominators make each update independent of the micro-batch cut (uneven slices and the
-    # out-of-memory retry's finer cut included); bnpo keeps the configured micro-batches' token counts.
-    denominators = torch.cat([sequence_denominators(mask[r.start : r.stop], args.loss_type,
-                                                    micro_batch_size=args.micro_batch_size,
-                                                    max_completion_length=args.max_completion_length,
-                                                    tokens_per_process=tokens_per_update) for r in updates])
+    updates, tokens_per_update, denominators = _cut_into_updates(acc, args, mask)
     base_objective = policy_objective(args)
     sampling_logps = rollout.sampling_logps  # vLLM's log-probs of the samples, or None
     sampling_ratio = None
@@ -114,7 +121,7 @@ def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor
         sampling_ratio = sampling_importance_weights(
             old, sampling_logps.to(old.dtype), mask, args.vllm_importance_sampling_mode,
             args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max)
-    total_updates = args.num_iterations * parts
+    total_updates = args.num_iterations * len(updates)
     sums: dict[str, float] = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "entropy": 0.0,
                               "grad_norm": 0.0, "skipped_updates": 0.0}
     model.train()

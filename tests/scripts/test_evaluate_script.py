@@ -56,3 +56,15 @@ def test_evaluate_loads_the_model_on_the_accelerator_by_default(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device(EvalArguments().device) == torch.device("cuda")
     assert resolve_device(EvalArguments(device="cpu").device) == torch.device("cpu")
+
+
+def test_a_bad_data_row_is_one_line_before_any_weights_load(tiny_model_dir, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test.jsonl").write_text('{"question": "What is 1+1?", "answer": "#### 2"}\n{"question": "q"}\n')
+    result = subprocess.run([sys.executable, "scripts/evaluate.py", "--model_name_or_path", str(tiny_model_dir),
+                             "--dataset_name", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path / 'data' / 'test.jsonl'}:2: missing field 'answer'"), last
+    assert "Traceback" not in result.stderr and "Loading weights" not in result.stderr

@@ -127,10 +127,45 @@ def lookup(record: dict[str, Any], key: str) -> float:
 
 def final_metric(folder: Path, summary_file: str, metric: str) -> float:
     path = folder / summary_file
+    summary = json.loads(path.read_text())
     try:
-        return lookup(json.loads(path.read_text()), metric)
+        return lookup(summary, metric)
     except KeyError:
-        raise ValueError(f"{path}: no number under {metric!r}; choose --metric from its keys") from None
+        raise ValueError(f"--metric {metric}: {path} has no number under it; its numbers: "
+                         f"{', '.join(numeric_keys(summary))}") from None
+
+
+def numeric_keys(tree: Any, prefix: str = "") -> list[str]:
+    """The dotted keys of a JSON tree's numbers (what --metric can name).
+
+    >>> numeric_keys({"a": 1, "b": {"c": 2.5, "d": "text"}, "e": [1, 2]})
+    ['a', 'b.c']
+    """
+    if isinstance(tree, dict):
+        return [key for name, value in tree.items() for key in numeric_keys(value, f"{prefix}{name}.")]
+    is_number = isinstance(tree, (int, float)) and not isinstance(tree, bool)
+    return [prefix.rstrip(".")] if is_number and prefix else []
+
+
+def check_grid_fields(script: str | Path, grid: dict[str, list[str]]) -> None:
+    """Refuse a grid field that the script's config does not have, before any cell runs (a misspelt field
+    would otherwise fail in every cell, each with the reason in its own sweep.log)."""
+    import dataclasses
+    import difflib
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_target", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the script's imports and CONFIG_TYPES; its main is guarded
+    config_types = getattr(module, "CONFIG_TYPES", None)
+    if config_types is None:
+        return
+    fields = sorted({f.name for config in config_types for f in dataclasses.fields(config)})
+    for name in grid:
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else "see the script's --help"
+            raise ValueError(f"--grid {name}: {Path(script).name} has no option {name!r}; {hint}")
 
 
 def metric_curve(folder: Path, metric: str, x: str = "step") -> list[tuple[float, float]]:

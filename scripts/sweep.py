@@ -22,7 +22,16 @@ import sys
 from pathlib import Path
 
 from pipeline.runtime import setup_logging
-from pipeline.sweep import cell_command, grid_cells, parse_grid, plot_curves, run_cells, summary_rows, write_table
+from pipeline.sweep import (
+    cell_command,
+    check_grid_fields,
+    grid_cells,
+    parse_grid,
+    plot_curves,
+    run_cells,
+    summary_rows,
+    write_table,
+)
 
 logger = logging.getLogger("sweep")
 
@@ -54,21 +63,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []  # the cells' own options
     args = build_parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
-    try:
-        grid = parse_grid(args.grid)
-    except ValueError as exc:
-        build_parser().error(str(exc))
     if args.workers < 1:
         build_parser().error(f"--workers must be >= 1, got {args.workers}")
     if not Path(args.script).is_file():
         build_parser().error(f"script {args.script!r} not found")
+    try:
+        grid = parse_grid(args.grid)
+        check_grid_fields(args.script, grid)
+    except ValueError as exc:
+        build_parser().error(str(exc))
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     cells = grid_cells(grid, args.seeds)
     commands = {cell: cell_command(args.script, args.config, cell, out, args.seed_field, extra) for cell in cells}
     (out / "sweep.json").write_text(json.dumps({"argv": sys.argv, "grid": grid, "seeds": args.seeds}, indent=2))
     failed = run_cells(cells, commands, out, args.summary_file, args.workers)
-    rows = summary_rows(cells, out, args.summary_file, args.metric)
+    try:
+        rows = summary_rows(cells, out, args.summary_file, args.metric)
+    except ValueError as exc:  # an unknown --metric: the keys the runs wrote
+        build_parser().error(str(exc))
     print(write_table(rows, args.metric, out), end="")
     if args.curve:
         plot_curves(cells, out, args.curve, args.curve_x, f"{Path(args.script).stem}: by {', '.join(grid)}")

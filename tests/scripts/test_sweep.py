@@ -74,9 +74,28 @@ def test_a_failing_cell_is_reported_and_exits_nonzero(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("spec, message", [("group_size", "write FIELD=V1,V2"), ("=1,2", "write FIELD=V1,V2"),
-                                           ("beta=", "write FIELD=V1,V2")])
+                                           ("beta=", "write FIELD=V1,V2"),
+                                           ("grup_size=4,16", "--grid grup_size: train_bandit.py has no option "
+                                                              "'grup_size'; did you mean group_size?")])
 def test_bad_grid_names_the_spec(tmp_path, capsys, spec, message):
     with pytest.raises(SystemExit):
         load_script().main([str(ROOT / "scripts" / "train_bandit.py"), "--grid", spec, "--metric", "x",
                             "--output_dir", str(tmp_path)])
     assert message in capsys.readouterr().err
+
+
+def test_a_misspelt_grid_field_starts_no_cell(tmp_path):
+    with pytest.raises(SystemExit):
+        load_script().main([str(ROOT / "scripts" / "train_bandit.py"), "--grid", "grup_size=4", "--metric", "x",
+                            "--output_dir", str(tmp_path)])
+    assert not list(tmp_path.glob("*/sweep.log"))
+
+
+def test_an_unknown_metric_lists_the_numbers_the_runs_wrote(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    args = sweep_args(tmp_path, "--", "--steps", "5")
+    args[args.index("best_arm_probability")] = "best_arm_prob"
+    with pytest.raises(SystemExit):
+        load_script().main(args)
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--metric best_arm_prob:" in error and "best_arm_probability" in error

@@ -98,6 +98,9 @@ def resolve_model_path(model_args: ModelArguments) -> str:
     local = Path(name).expanduser()
     if local.exists():
         return str(local)
+    if local.name in ("merged", "adapter"):  # what scripts/train_sft.py writes: the GRPO configs start there
+        raise ModelLoadError(f"model path {name!r} does not exist: it is an SFT run's output; run the SFT stage "
+                             "first (scripts/train_sft.py with its config), or set model_name_or_path to a model")
     if name.startswith((".", "/", "~")) or name.count("/") > 1:  # hub ids are "org/name"
         raise ModelLoadError(f"model path {name!r} does not exist; give an existing folder or a hub id like org/name")
     return name

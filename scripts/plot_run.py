@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parser.parse_args(argv)
     if args.run_dir is None and args.teaching is None:
         parser.error("give a RUN_DIR, or --teaching FOLDER")
+    if args.run_dir is not None and not (args.run_dir / "metrics.jsonl").is_file():
+        parser.error(f"{args.run_dir}: no metrics.jsonl there; give a training run's output_dir")
     written = plot_run(args.run_dir) if args.run_dir else []
     if args.teaching:
         args.teaching.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,8 @@ CASES = [
     (["--reward_funcs", "no_such_module:fn"], "error: option --reward_funcs: reward 'no_such_module:fn': cannot import module 'no_such_module'"),
     (["--max_completion_length", "2000"], "error: option --max_completion_length: max_prompt_length + max_completion_length = 2512 exceeds the model's 1024 positions"),
     (["--model_name_or_path", "/no/such/model"], "error: model path '/no/such/model' does not exist"),
+    (["--model_name_or_path", "{root}/sft/merged"],
+     "error: model path '{root}/sft/merged' does not exist: it is an SFT run's output; run the SFT stage first"),
     (["--dataset_name", "{root}/missing_field", "--grpo_holdout_size", "1"], "error: {root}/missing_field/train.jsonl:2: missing field 'answer'"),
     (["--dataset_name", "{root}/empty"], "error: {root}/empty (train): no usable rows"),
     (["--dataset_name", "{root}/nope.jsonl"], "error: {root}/nope.jsonl: dataset file not found"),

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from pipeline.arguments import EvalArguments, ModelArguments
-from pipeline.checkpoint import save_checkpoint
+from pipeline.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.data import GSM8KExample
 from pipeline.distributed import loading_on_this_process_only, shards_parameters
 from pipeline.grpo.rollout import Rollout
@@ -142,3 +142,17 @@ def check_health(state: GRPOState, metrics: dict[str, Any]) -> None:
         save(state)
         raise TrainingStopped(f"{problem}. Checkpoint of step {state.step} saved in {state.run_dir}/checkpoints; "
                               "fix the cause, then rerun with --resume_from_checkpoint latest")
+
+
+def resume(state: GRPOState) -> None:
+    """Restore the run from the checkpoint ``resume_from_checkpoint`` names, if there is one yet."""
+    path = find_checkpoint(state.run_dir, state.args.resume_from_checkpoint)
+    if path is None:
+        logger.info("no checkpoint in %s yet: starting from step 0", state.run_dir)
+        return
+    saved = load_checkpoint(path, state.policy, state.optimizer, state.scheduler)
+    state.step = saved["step"]
+    if state.entropy_controller is not None:
+        state.entropy_controller.load_state_dict(saved)
+    state.history = read_metrics(state.run_dir, up_to_step=state.step)
+    logger.info("resumed from %s at step %d", path, state.step)

@@ -18,15 +18,9 @@ from typing import Any
 import torch
 
 from pipeline.arguments import DataArguments, ModelArguments
-from pipeline.checkpoint import find_checkpoint, load_checkpoint
 from pipeline.data import GSM8KExample, get_template, render_prompt
-from pipeline.distributed import (
-    engine_summary,
-    finished_everywhere,
-    launched_engine,
-    make_accelerator,
-    shards_parameters,
-)
+from pipeline.distributed import (engine_summary, finished_everywhere, launched_engine, make_accelerator,
+                                  shards_parameters)
 from pipeline.generation import encode, eos_token_ids
 from pipeline.grpo.advantages import process_advantages
 from pipeline.grpo.config import GRPOArguments
@@ -39,7 +33,7 @@ from pipeline.grpo.run_files import (
     check_health,
     evaluate_policy,
     log_step,
-    read_metrics,
+    resume,
     rewrite_metrics,
     save,
     save_final,
@@ -133,21 +127,8 @@ def _finish_setup(args, model_args, data_args, examples, accelerator, model, tok
                                 gpu_memory_utilization=args.vllm_gpu_memory_utilization,
                                 enable_sleep_mode=args.vllm_enable_sleep_mode)
     if args.resume_from_checkpoint:
-        _resume(state)
+        resume(state)
     return state
-
-
-def _resume(state: GRPOState) -> None:
-    path = find_checkpoint(state.run_dir, state.args.resume_from_checkpoint)
-    if path is None:
-        logger.info("no checkpoint in %s yet: starting from step 0", state.run_dir)
-        return
-    saved = load_checkpoint(path, state.policy, state.optimizer, state.scheduler)
-    state.step = saved["step"]
-    if state.entropy_controller is not None:
-        state.entropy_controller.load_state_dict(saved)
-    state.history = read_metrics(state.run_dir, up_to_step=state.step)
-    logger.info("resumed from %s at step %d", path, state.step)
 
 
 # --- generate / score ---------------------------------------------------------------------------------------------

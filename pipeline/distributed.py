@@ -114,8 +114,7 @@ def loading_on_this_process_only(accelerator):
     """Within it, ``from_pretrained`` loads a whole model on this process alone. Under ZeRO-3 transformers
     would partition it over every process (a collective the others do not join: a hang), e.g. when the main
     process merges the final adapter into full weights."""
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if plugin is None or zero_stage(accelerator) != 3:
+    if zero_stage(accelerator) != 3:
         yield
         return
     from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
@@ -124,7 +123,7 @@ def loading_on_this_process_only(accelerator):
     try:
         yield
     finally:
-        set_hf_deepspeed_config(plugin.dschf)
+        set_hf_deepspeed_config(accelerator.state.deepspeed_plugin.dschf)
 
 
 def engine_summary(accelerator, model) -> dict[str, Any]:

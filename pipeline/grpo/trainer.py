@@ -88,10 +88,8 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
                              scheduler, ref_model, reward_funcs, template)
     except BaseException as error:  # the prepared model must not outlive the process group (see close)
         traceback.clear_frames(error.__traceback__)  # the failed calls' locals hold it too
-        accelerator.free_memory()
         model = optimizer = None
-        gc.collect()
-        accelerator.end_training()
+        _release(accelerator)
         raise
 
 
@@ -370,12 +368,17 @@ def close(state: GRPOState, wait: bool = True) -> None:
     """
     if wait:
         state.accelerator.wait_for_everyone()
-    state.accelerator.free_memory()  # accelerate's own references to the prepared model and optimizer
     state.model = state.optimizer = state.merged_view = None
     if state.reward_loop is not None:
         state.reward_loop.close()
+    _release(state.accelerator)
+
+
+def _release(accelerator) -> None:
+    """Free accelerate's references to the prepared model, then end the trackers and the process group."""
+    accelerator.free_memory()
     gc.collect()
-    state.accelerator.end_training()
+    accelerator.end_training()
     if launched_engine() == "fsdp" and not torch.cuda.is_available():  # FSDP on CPU set accelerate's state itself
         from accelerate.state import AcceleratorState
 

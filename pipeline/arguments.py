@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import ValidatedConfig, field_with_help, require
+import yaml
+
+from pipeline.config import ConfigError, ValidatedConfig, field_with_help, require
 from pipeline.data.templates import TEMPLATES
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
@@ -51,20 +53,45 @@ class ModelArguments(ValidatedConfig):
 
 @dataclass
 class DataArguments(ValidatedConfig):
-    # --- dataset ---
+    # --- dataset: TRL's columns (prompt, completion, messages); every other column reaches the rewards ---
     dataset_name: str = field_with_help(
-        "bundled", "'bundled' (offline GSM8K shipped with the package), a JSONL file or folder, or a hub id (openai/gsm8k)."
+        "bundled",
+        "'bundled' (GSM8K, shipped offline); a JSONL/JSON/CSV/Parquet file, or a folder of train/test files; a hub "
+        "dataset id; or 'reasoning_gym:<task>' ('reasoning_gym:<task>,<task>' for a weighted mix).",
     )
-    dataset_config: str = field_with_help("main", "Hub dataset configuration name.")
-    question_field: str = field_with_help("question", "Field holding the problem text.")
-    answer_field: str = field_with_help("answer", "Field holding the solution ending in '#### <number>'.")
+    dataset_config: str | None = field_with_help(None, "Hub dataset configuration name (openai/gsm8k: main).")
+    prompt_field: str = field_with_help(
+        "auto", "Column holding the prompt, plain text or chat messages (auto: prompt, else question, else messages).")
+    answer_field: str = field_with_help(
+        "auto", "Column holding the gold answer: a number, numeric text, a solution ending in '#### N', a task's "
+        "answer (auto: answer, when present).")
+    completion_field: str = field_with_help("completion", "Column holding SFT's target completion (text or messages).")
+    messages_field: str = field_with_help(
+        "messages", "Column holding whole conversations; SFT learns the last assistant turn.")
     skip_bad_rows: bool = field_with_help(False, "Skip (and count) malformed rows instead of stopping at the first.")
-    # --- train split: SFT and GRPO get disjoint parts of it ---
-    train_split: str = field_with_help("train", "Split that SFT and GRPO train on (the test split is for evaluation only).")
-    grpo_holdout_size: int = field_with_help(
-        1000, "Problems of the train split held out from SFT for the GRPO stage (disjoint, seeded by split_seed)."
-    )
-    split_seed: int = field_with_help(1234, "Seed of the SFT/GRPO split of the train split.")
+    train_split: str = field_with_help("train", "Split (a folder's file, a hub split) that SFT and GRPO train on.")
+    # --- evaluation data: never the training rows ---
+    eval_dataset_name: str | None = field_with_help(
+        None, "Dataset to evaluate on (same forms as dataset_name); default: dataset_name's eval_split, else a "
+        "held-out part of it.")
+    eval_split: str = field_with_help("test", "Split to evaluate on.")
+    eval_holdout_size: int | None = field_with_help(
+        None, "Rows held out for evaluation when the data has no eval split (a single file: a tenth, at most 500; "
+        "reasoning-gym: 200 freshly generated problems).")
+    # --- reasoning-gym ---
+    dataset_options: dict | str | None = field_with_help(
+        None, "reasoning-gym task options, e.g. {min_terms: 2, max_digits: 2} (JSON on the command line); "
+        "with several tasks, keyed by task.")
+    dataset_weights: list[float] | None = field_with_help(None, "reasoning-gym: share of each task in a mix.")
+    dataset_size: int = field_with_help(1000, "reasoning-gym: training problems to generate.")
+    dataset_seed: int = field_with_help(42, "reasoning-gym: seed of the training problems (evaluation: another).")
+    dataset_level: int | None = field_with_help(
+        None, "reasoning-gym: difficulty level of the task's curriculum (0: easiest); dataset_options override it.")
+    # --- the training rows: SFT and GRPO get disjoint parts of them ---
+    grpo_holdout_size: int | None = field_with_help(
+        None, "Training problems kept from SFT for the GRPO stage (disjoint, seeded by split_seed). Default: 1000 for "
+        "bundled GSM8K; 0 (both stages use every training problem) for other data.")
+    split_seed: int = field_with_help(1234, "Seed of the SFT/GRPO split and of any held-out evaluation rows.")
     max_train_samples: int | None = field_with_help(None, "Use only the first N problems of this stage's part.")
     # --- prompt ---
     prompt_template: str = field_with_help(
@@ -72,18 +99,30 @@ class DataArguments(ValidatedConfig):
     )
     system_prompt: str | None = field_with_help(None, "Replace the template's system prompt.")
 
-    def load_split(self, split: str):
-        """Load one split of the configured dataset (a ``GSM8KSplit``) with these options."""
-        from pipeline.data import load_gsm8k
+    def load_splits(self, need_train: bool = True):
+        """The training and evaluation problems (a ``pipeline.data.DataSplits``); see ``load_splits``."""
+        from pipeline.data.sources import load_splits
 
-        return load_gsm8k(self.dataset_name, split, dataset_config=self.dataset_config,
-                          question_field=self.question_field, answer_field=self.answer_field,
-                          skip_bad_rows=self.skip_bad_rows)
+        return load_splits(self, need_train)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.train_split != "test", "train_split", "the test split is for evaluation only; use 'train'")
-        require(self.grpo_holdout_size >= 0, "grpo_holdout_size", f"must be >= 0, got {self.grpo_holdout_size}")
+        if isinstance(self.dataset_options, str):
+            try:
+                self.dataset_options = yaml.safe_load(self.dataset_options)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"option --dataset_options: not JSON/YAML ({exc})") from None
+        require(self.dataset_options is None or isinstance(self.dataset_options, dict), "dataset_options",
+                f"must be a mapping of option: value, got {self.dataset_options!r}")
+        require(self.train_split != self.eval_split or self.eval_dataset_name is not None, "train_split",
+                f"is the evaluation split {self.eval_split!r} too; the evaluation split is never trained on")
+        require(self.grpo_holdout_size is None or self.grpo_holdout_size >= 0, "grpo_holdout_size",
+                f"must be >= 0, got {self.grpo_holdout_size}")
+        require(self.eval_holdout_size is None or self.eval_holdout_size >= 1, "eval_holdout_size",
+                f"must be >= 1, got {self.eval_holdout_size}")
+        require(self.dataset_size >= 1, "dataset_size", f"must be >= 1, got {self.dataset_size}")
+        require(self.dataset_level is None or self.dataset_level >= 0, "dataset_level",
+                f"must be >= 0, got {self.dataset_level}")
         require(
             self.max_train_samples is None or self.max_train_samples >= 1,
             "max_train_samples", f"must be >= 1, got {self.max_train_samples}",
@@ -93,7 +132,6 @@ class DataArguments(ValidatedConfig):
 @dataclass
 class EvalArguments(ValidatedConfig):
     # --- what to evaluate ---
-    eval_split: str = field_with_help("test", "Dataset split to evaluate on.")
     limit: int | None = field_with_help(None, "Evaluate only the first N problems (default: all 1319).")
     output_dir: str = field_with_help("runs/eval", "Folder for predictions.jsonl and summary.json.")
     # --- generation ---

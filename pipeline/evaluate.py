@@ -1,4 +1,5 @@
-"""GSM8K evaluation: greedy pass@1, sampled maj@k and pass@k, strict and flexible extraction."""
+"""Evaluation: greedy pass@1, sampled maj@k and pass@k, strict and flexible extraction; answers judged as
+exact numbers (GSM8K and other numeric data) or by a reasoning-gym task's own verifier."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,13 @@ from typing import Any
 import torch
 
 from pipeline.arguments import EvalArguments
-from pipeline.data import GSM8KExample, PromptTemplate, render_prompt
+from pipeline.data import DataError, Example, PromptTemplate, render_prompt
 from pipeline.generation import generate
 from pipeline.stats import format_change, format_rate
+from rewards.reasoning_gym_reward import extract_tagged_answer
 from rewards.parsing import (
+    GoldAnswerError,
+    NUMBER_RE,
     answers_match,
     extract_flexible_answer,
     extract_strict_answer,
@@ -32,31 +36,93 @@ EXTRACTIONS = ("strict", "flexible")
 SUMMARY_FILE = "summary.json"
 
 
+class NumericJudge:
+    """Numbers compared exactly: the marked answer (strict) or the last number (flexible) against the gold."""
+
+    def gold(self, example: Example) -> Fraction:
+        return parse_gold_answer(example.answer)
+
+    def extract(self, text: str) -> tuple[Any, Any]:
+        return extract_strict_answer(text), extract_flexible_answer(text)
+
+    def matches(self, value: Any, gold: Any) -> bool:
+        return answers_match(value, gold)
+
+    def show(self, value: Any) -> str | None:
+        return format_fraction(value)
+
+
+class ReasoningGymJudge:
+    """A reasoning-gym task's own verifier (full marks only): the ``<answer>`` block (strict) or, without one,
+    the last number, else the last non-empty line (flexible)."""
+
+    def gold(self, example: Example) -> dict[str, Any]:
+        return {"question": example.question, "answer": example.answer, "metadata": example.columns["metadata"]}
+
+    def extract(self, text: str) -> tuple[Any, Any]:
+        tagged = extract_tagged_answer(text)
+        if tagged is not None:
+            return tagged, tagged
+        numbers = [m.group("num").replace(",", "").replace("$", "").replace("−", "-") for m in NUMBER_RE.finditer(text)]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return None, numbers[-1] if numbers else (lines[-1] if lines else None)
+
+    def matches(self, value: Any, gold: Any) -> bool:
+        from reasoning_gym import get_score_answer_fn
+
+        score = get_score_answer_fn(gold["metadata"]["source_dataset"])
+        return value is not None and score(value, gold) >= 1.0 - 1e-6
+
+    def show(self, value: Any) -> str | None:
+        return value
+
+
+def judge_for(examples: Sequence[Example]) -> NumericJudge | ReasoningGymJudge:
+    """reasoning-gym's verifiers for its problems, exact numbers otherwise."""
+    meta = examples[0].columns.get("metadata") if examples else None
+    return ReasoningGymJudge() if isinstance(meta, dict) and "source_dataset" in meta else NumericJudge()
+
+
+def check_gold_answers(examples: Sequence[Example]) -> None:
+    """Every problem's gold answer can be judged: checked before any model loads, one line naming the row."""
+    judge = judge_for(examples)
+    for example in examples:
+        if example.answer is None:
+            raise DataError(f"{example.source}: missing field 'answer': evaluation compares the model's answer with "
+                            "it; name the gold column with --answer_field")
+        try:
+            judge.gold(example)
+        except GoldAnswerError as error:
+            raise DataError(f"{example.source}: {error}") from None
+
+
 @dataclass
 class ScoredCompletion:
     """One completion with the answers read from it and whether they equal the gold."""
 
     completion: str
     num_tokens: int
-    strict: Fraction | None  # marked answer (<answer>, \boxed, ####, "the answer is")
-    flexible: Fraction | None  # last number in the text
+    strict: Any  # marked answer (<answer>, \boxed, ####, "the answer is"); None: none
+    flexible: Any  # the fallback reading (the last number); None: none
+    judge: Any = field(default_factory=NumericJudge, repr=False)
 
-    def correct(self, gold: Fraction | None, extraction: str) -> bool:
-        return answers_match(getattr(self, extraction), gold)
+    def correct(self, gold: Any, extraction: str) -> bool:
+        return self.judge.matches(getattr(self, extraction), gold)
 
-    def to_record(self, gold: Fraction | None) -> dict[str, Any]:
+    def to_record(self, gold: Any) -> dict[str, Any]:
         return {
             "completion": self.completion,
             "num_tokens": self.num_tokens,
-            "extracted": format_fraction(self.strict),
+            "extracted": self.judge.show(self.strict),
             "correct": self.correct(gold, "strict"),
-            "extracted_flexible": format_fraction(self.flexible),
+            "extracted_flexible": self.judge.show(self.flexible),
             "correct_flexible": self.correct(gold, "flexible"),
         }
 
 
-def score_completion(completion: str, num_tokens: int = 0) -> ScoredCompletion:
-    return ScoredCompletion(completion, num_tokens, extract_strict_answer(completion), extract_flexible_answer(completion))
+def score_completion(completion: str, num_tokens: int = 0, judge: Any = None) -> ScoredCompletion:
+    judge = judge or NumericJudge()
+    return ScoredCompletion(completion, num_tokens, *judge.extract(completion), judge)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -72,7 +138,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def majority_answer(values: Sequence[Fraction | None]) -> Fraction | None:
+def majority_answer(values: Sequence[Any]) -> Any:
     """Most frequent extracted answer (ties: the one seen first); missing answers do not vote.
 
     >>> majority_answer([Fraction(3), None, Fraction(4), Fraction(4), None, None])
@@ -93,7 +159,7 @@ def problem_metrics(greedy: ScoredCompletion, samples: Sequence[ScoredCompletion
             metrics[f"pass@1 (sampled)/{extraction}"] = pass_at_k(n, correct, 1)
             metrics[f"pass@{n}/{extraction}"] = pass_at_k(n, correct, n)
             vote = majority_answer([getattr(s, extraction) for s in samples])
-            metrics[f"maj@{n}/{extraction}"] = float(answers_match(vote, gold))
+            metrics[f"maj@{n}/{extraction}"] = float(samples[0].judge.matches(vote, gold))
     return metrics
 
 
@@ -109,7 +175,7 @@ def summarize(per_problem: Sequence[dict[str, float]]) -> dict[str, dict[str, fl
 def format_table(summary: dict[str, Any]) -> str:
     """A short plain-text table of the summary's metrics."""
     lines = [
-        f"GSM8K {summary['split']} · {summary['num_problems']} problems · {summary['model']}",
+        f"{summary['split']} · {summary['num_problems']} problems · {summary['model']}",
         f"{'metric':<20} {'strict':>8} {'flexible':>9}",
     ]
     for metric, values in summary["metrics"].items():
@@ -134,21 +200,30 @@ def greedy_outcomes(records: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
     }
 
 
-def format_comparison(title: str, rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
+def format_comparison(title: str, rows: Sequence[tuple[str, dict[str, Any]]],
+                      compare_to: Sequence[int | None] | None = None) -> str:
     """Greedy pass@1 (strict, flexible) and the marked-answer rate of several evaluations on the same
-    problems, each with its 95% Wilson interval, then each row's paired change from the row above with
-    its 95% interval (``*``: the interval excludes 0, a change larger than the noise)."""
-    width = 27
-    header = f"{'':<12}" + "".join(f"{label:>{width}}" for _, label in GREEDY_RATES)
+    problems, each with its 95% Wilson interval, then each row's paired change from the row above (or from
+    row ``compare_to[i]``) with its 95% interval (``*``: the interval excludes 0, a change beyond the noise)."""
+    names = [name for name, _ in rows]
+    compare_to = list(compare_to) if compare_to is not None else [None] + list(range(len(rows) - 1))
+    plain = compare_to == [None] + list(range(len(rows) - 1))
+    labels = {i: names[i] if plain else f"{names[i]} vs {names[base]}" for i, base in enumerate(compare_to)
+              if base is not None}
+    width, name_width = 27, max(12, *(len(n) + 1 for n in [*names, *labels.values()]))
+    header = f"{'':<{name_width}}" + "".join(f"{label:>{width}}" for _, label in GREEDY_RATES)
     lines = [title, header]
-    outcomes = [(name, summary["per_problem"]) for name, summary in rows]
-    for name, per_problem in outcomes:
-        lines.append(f"{name:<12}" + "".join(f"{format_rate(per_problem[key]):>{width}}" for key, _ in GREEDY_RATES))
+    outcomes = [summary["per_problem"] for _, summary in rows]
+    for name, per_problem in zip(names, outcomes):
+        lines.append(f"{name:<{name_width}}" + "".join(f"{format_rate(per_problem[key]):>{width}}"
+                                                      for key, _ in GREEDY_RATES))
     if len(outcomes) > 1:
-        lines.append("change from the row above (paired, 95% interval; * excludes 0)")
-        for (_, before), (name, after) in zip(outcomes, outcomes[1:]):
-            cells = "".join(f"{format_change(before[key], after[key]):>{width}}" for key, _ in GREEDY_RATES)
-            lines.append(f"{name:<12}{cells}")
+        lines.append(f"change from {'the row above' if plain else 'the row named'} (paired, 95% interval; * excludes 0)")
+        for i, base in enumerate(compare_to):
+            if base is None:
+                continue
+            cells = "".join(f"{format_change(outcomes[base][key], outcomes[i][key]):>{width}}" for key, _ in GREEDY_RATES)
+            lines.append(f"{labels[i]:<{name_width}}{cells}")
     return "\n".join(lines)
 
 
@@ -160,7 +235,7 @@ def _batches(items: Sequence[Any], size: int):
 def evaluate_gsm8k(
     model,
     tokenizer,
-    examples: Sequence[GSM8KExample],
+    examples: Sequence[Example],
     template: PromptTemplate,
     args: EvalArguments,
     *,
@@ -168,6 +243,7 @@ def evaluate_gsm8k(
     model_name: str = "model",
     show_progress: bool = True,
     finished_everywhere=None,
+    split_name: str = "held-out problems",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Generate for each problem and score it. Returns (per-problem records, summary).
 
@@ -177,13 +253,14 @@ def evaluate_gsm8k(
     from tqdm.auto import tqdm
 
     examples = list(examples[: args.limit] if args.limit else examples)
-    prompts = [render_prompt(tokenizer, template.messages(ex.question, system_prompt)) for ex in examples]
+    judge = judge_for(examples)
+    prompts = [render_prompt(tokenizer, ex.prompt_messages(template, system_prompt)) for ex in examples]
     records: list[dict[str, Any]] = []
     per_problem: list[dict[str, float]] = []
     model.eval()
     torch.manual_seed(args.seed)
     started, generated_tokens = time.perf_counter(), 0
-    progress = tqdm(total=len(examples), desc="GSM8K eval", unit="problem", disable=not show_progress)
+    progress = tqdm(total=len(examples), desc="evaluation", unit="problem", disable=not show_progress)
     for batch in _batches(list(zip(examples, prompts)), args.batch_size):
         batch_prompts = [p for _, p in batch]
         greedy = generate(model, tokenizer, batch_prompts, max_new_tokens=args.max_new_tokens, do_sample=False,
@@ -196,9 +273,10 @@ def evaluate_gsm8k(
                 finished_everywhere=finished_everywhere,
             )
         for i, (example, prompt) in enumerate(batch):
-            gold = parse_gold_answer(example.answer)
-            greedy_scored = score_completion(greedy.texts[i][0], greedy.num_tokens[i][0])
-            samples = [score_completion(t, n) for t, n in zip(sampled.texts[i], sampled.num_tokens[i])] if sampled else []
+            gold = judge.gold(example)
+            greedy_scored = score_completion(greedy.texts[i][0], greedy.num_tokens[i][0], judge)
+            samples = ([score_completion(t, n, judge) for t, n in zip(sampled.texts[i], sampled.num_tokens[i])]
+                       if sampled else [])
             generated_tokens += greedy_scored.num_tokens + sum(s.num_tokens for s in samples)
             per_problem.append(problem_metrics(greedy_scored, samples, gold))
             record = {"index": len(records), "source": example.source, "question": example.question,
@@ -211,7 +289,7 @@ def evaluate_gsm8k(
     seconds = time.perf_counter() - started
     summary = {
         "model": model_name,
-        "split": args.eval_split,
+        "split": split_name,
         "num_problems": len(records),
         "metrics": summarize(per_problem),
         "marked_answer_rate": sum(r["extracted"] is not None for r in records) / max(len(records), 1),

@@ -81,6 +81,17 @@ def end_process_group() -> None:
         dist.destroy_process_group()
 
 
+def free_memory() -> None:
+    """Collect garbage and return cached accelerator memory (after an out-of-memory error)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def resolve_device(name: str = "auto"):
     """The ``torch.device`` for a device option: ``auto`` is the accelerator (CUDA when there is one), else
     the name as torch reads it (``cpu``, ``cuda``, ``cuda:1``).

@@ -17,8 +17,9 @@ from typing import Any
 
 from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
 from pipeline.config import ValidatedConfig, field_with_help, require
-from pipeline.data import GSM8KExample, PromptTemplate, get_template, split_train
-from pipeline.evaluate import evaluate_gsm8k, format_table, write_results
+from pipeline.data import Example, PromptTemplate, get_template
+from pipeline.data.sources import stage_examples
+from pipeline.evaluate import check_gold_answers, evaluate_gsm8k, format_table, write_results
 from pipeline.models import add_lora, load_model, load_tokenizer
 from pipeline.runtime import GracefulInterrupt, resolve_device, warn_if_cpu_bf16_is_slow
 
@@ -46,38 +47,18 @@ class SFTScriptArguments(ValidatedConfig):
         require(self.eval_max_new_tokens >= 1, "eval_max_new_tokens", f"must be >= 1, got {self.eval_max_new_tokens}")
 
 
-def sft_record(example: GSM8KExample, template: PromptTemplate, system_prompt: str | None = None) -> dict[str, Any]:
+def sft_record(example: Example, template: PromptTemplate, system_prompt: str | None = None) -> dict[str, Any]:
     """One conversational prompt/completion row: SFTTrainer puts the loss on the completion only."""
     return {
-        "prompt": template.messages(example.question, system_prompt),
-        "completion": [{"role": "assistant", "content": template.completion(example.reasoning, example.answer)}],
+        "prompt": example.prompt_messages(template, system_prompt),
+        "completion": [{"role": "assistant", "content": example.target(template)}],
     }
 
 
-def build_sft_dataset(examples: list[GSM8KExample], template: PromptTemplate, system_prompt: str | None = None):
+def build_sft_dataset(examples: list[Example], template: PromptTemplate, system_prompt: str | None = None):
     from datasets import Dataset
 
     return Dataset.from_list([sft_record(e, template, system_prompt) for e in examples])
-
-
-def load_stage_examples(data_args: DataArguments, stage: str) -> tuple[list[GSM8KExample], dict[str, Any]]:
-    """This stage's part of GSM8K train ("sft" or "grpo"), and a record of the split for the run folder."""
-    train = data_args.load_split(data_args.train_split).examples
-    sft_part, grpo_part = split_train(train, data_args.grpo_holdout_size, data_args.split_seed)
-    part = sft_part if stage == "sft" else grpo_part
-    if data_args.max_train_samples:
-        part = part[: data_args.max_train_samples]
-    record = {
-        "stage": stage,
-        "dataset": data_args.dataset_name,
-        "split": data_args.train_split,
-        "split_seed": data_args.split_seed,
-        "grpo_holdout_size": data_args.grpo_holdout_size,
-        "sft_size": len(sft_part),
-        "used": len(part),
-        "sources": [e.source for e in part],
-    }
-    return part, record
 
 
 class _TokensPerSecond:
@@ -151,15 +132,18 @@ def merge_to_full_precision(base_args: ModelArguments, adapter_dir: Path, target
 
 
 def evaluate_on_test(model_args: ModelArguments, data_args: DataArguments, script_args: SFTScriptArguments,
-                     output_dir: Path, seed: int, device: str = "auto") -> dict[str, Any]:
-    """Greedy evaluation of ``model_args``'s model on the test split, loaded on ``device`` in its dtype."""
-    split = data_args.load_split("test")
+                     output_dir: Path, seed: int, device: str = "auto", examples: list[Example] | None = None,
+                     label: str = "held-out problems") -> dict[str, Any]:
+    """Greedy evaluation of ``model_args``'s model on the evaluation problems, loaded on ``device`` in its dtype."""
+    if examples is None:
+        splits = data_args.load_splits()
+        examples, label = splits.eval, splits.eval_label
     eval_args = EvalArguments(limit=script_args.eval_limit, batch_size=script_args.eval_batch_size,
                               max_new_tokens=script_args.eval_max_new_tokens, seed=seed, output_dir=str(output_dir))
     model, tokenizer = load_model(model_args, device=resolve_device(device)), load_tokenizer(model_args)
-    records, summary = evaluate_gsm8k(model, tokenizer, split.examples, get_template(data_args.prompt_template),
+    records, summary = evaluate_gsm8k(model, tokenizer, examples, get_template(data_args.prompt_template),
                                       eval_args, system_prompt=data_args.system_prompt,
-                                      model_name=model_args.model_name_or_path)
+                                      model_name=model_args.model_name_or_path, split_name=label)
     write_results(output_dir, records, summary)
     print(format_table(summary))
     del model
@@ -192,14 +176,19 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArg
     out = Path(training_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     template = get_template(data_args.prompt_template)
-    examples, split_record = load_stage_examples(data_args, "sft")
+    examples, eval_examples, split_record = stage_examples(data_args, "sft")
+    for example in examples:
+        example.target(get_template(data_args.prompt_template))  # a row with nothing to learn: one line, now
+    if script_args.eval_limit:
+        check_gold_answers(eval_examples[: script_args.eval_limit])
     (out / SPLIT_FILE).write_text(json.dumps(split_record, indent=2))
     summary: dict[str, Any] = {"train_examples": len(examples), "base_model": model_args.model_name_or_path}
     device = "cpu" if training_args.use_cpu else "auto"  # the evaluations run where training does
 
     if script_args.eval_limit:
         summary["before"] = finished_evaluation(out / "eval_before", script_args, training_args) or \
-            evaluate_on_test(model_args, data_args, script_args, out / "eval_before", training_args.seed, device)
+            evaluate_on_test(model_args, data_args, script_args, out / "eval_before", training_args.seed, device,
+                         eval_examples, split_record["evaluation_label"])
 
     if training_args.bf16:
         import torch
@@ -233,7 +222,7 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArg
     if script_args.eval_limit and summary["output"]["merged"]:
         after_args = ModelArguments(model_name_or_path=summary["output"]["merged"], dtype=model_args.dtype)
         summary["after"] = evaluate_on_test(after_args, data_args, script_args, out / "eval_after", training_args.seed,
-                                            device)
+                                            device, eval_examples, split_record["evaluation_label"])
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     write_metrics_and_plots(out, summary["train"]["log_history"])
     return summary

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from pipeline.data import GSM8KExample
+from pipeline.data import Example
 
 ALPHABET = "0123456789+="
 
 
-def addition_examples(pairs: list[tuple[int, int]]) -> list[GSM8KExample]:
-    return [GSM8KExample(f"{a}+{b}=", "", str(a + b), f"addition:{a}+{b}") for a, b in pairs]
+def addition_examples(pairs: list[tuple[int, int]]) -> list[Example]:
+    return [Example(f"{a}+{b}=", "", str(a + b), f"addition:{a}+{b}") for a, b in pairs]
 
 
 def split_pairs(seed: int = 0, held_out: int = 200, low: int = 10, high: int = 49) -> tuple[list, list]:
@@ -33,7 +33,7 @@ def split_pairs(seed: int = 0, held_out: int = 200, low: int = 10, high: int = 4
     return pairs[held_out:], pairs[:held_out]
 
 
-def noisy_sft(model, tokenizer, examples: list[GSM8KExample], *, wrong_fraction: float, steps: int,
+def noisy_sft(model, tokenizer, examples: list[Example], *, wrong_fraction: float, steps: int,
               batch_size: int = 64, lr: float = 3e-3, seed: int = 0) -> list[float]:
     """Full fine-tuning on answers that are ``sum + 1`` with probability ``wrong_fraction``; returns losses."""
     rng = random.Random(seed)
@@ -59,7 +59,7 @@ def noisy_sft(model, tokenizer, examples: list[GSM8KExample], *, wrong_fraction:
 
 
 @torch.no_grad()
-def greedy_answers(model, tokenizer, examples: list[GSM8KExample]) -> list[str]:
+def greedy_answers(model, tokenizer, examples: list[Example]) -> list[str]:
     """The greedy answer to each problem, stripped."""
     from pipeline.generation import generate
 
@@ -67,12 +67,12 @@ def greedy_answers(model, tokenizer, examples: list[GSM8KExample]) -> list[str]:
     return [t[0].strip() for t in out.texts]
 
 
-def greedy_outcomes(model, tokenizer, examples: list[GSM8KExample]) -> list[int]:
+def greedy_outcomes(model, tokenizer, examples: list[Example]) -> list[int]:
     """Per problem, 1 if the greedy answer is exactly the sum, else 0."""
     return [int(a == e.answer) for a, e in zip(greedy_answers(model, tokenizer, examples), examples)]
 
 
-def greedy_exact_match(model, tokenizer, examples: list[GSM8KExample]) -> float:
+def greedy_exact_match(model, tokenizer, examples: list[Example]) -> float:
     """Fraction of problems whose greedy answer is exactly the sum."""
     outcomes = greedy_outcomes(model, tokenizer, examples)
     return sum(outcomes) / len(outcomes)
@@ -90,8 +90,8 @@ class ToyStartPoint:
     """The SFT'd char-level model and the disjoint training / held-out addition problems."""
 
     model_dir: Path
-    train: list[GSM8KExample]
-    held_out: list[GSM8KExample]
+    train: list[Example]
+    held_out: list[Example]
 
 
 def build_start_point(folder: Path, wrong_fraction: float = 0.6, sft_steps: int = 1500) -> ToyStartPoint:

@@ -11,23 +11,30 @@ from rewards.text import completion_to_text
 RewardFunction = Callable[..., list[float | None]]
 
 
-def _strict_pattern(reasoning_tag: str, answer_tag: str) -> re.Pattern:
-    r, a = re.escape(reasoning_tag), re.escape(answer_tag)
+def _strict_pattern(reasoning_tag: str | None, answer_tag: str) -> re.Pattern:
+    a = re.escape(answer_tag)
+    if reasoning_tag is None:  # answer only
+        return re.compile(rf"\A\s*<{a}>\n(?:(?!</?{a}>).)*?\n</{a}>\s*\Z", re.DOTALL)
+    r = re.escape(reasoning_tag)
     return re.compile(rf"\A\s*<{r}>\n(?:(?!</?{r}>).)*?\n</{r}>\n<{a}>\n(?:(?!</?{a}>).)*?\n</{a}>\s*\Z", re.DOTALL)
 
 
-def _soft_pattern(reasoning_tag: str, answer_tag: str) -> re.Pattern:
-    r, a = re.escape(reasoning_tag), re.escape(answer_tag)
+def _soft_pattern(reasoning_tag: str | None, answer_tag: str) -> re.Pattern:
+    a = re.escape(answer_tag)
+    if reasoning_tag is None:
+        return re.compile(rf"<{a}>.*?</{a}>", re.DOTALL)
+    r = re.escape(reasoning_tag)
     return re.compile(rf"<{r}>.*?</{r}>\s*<{a}>.*?</{a}>", re.DOTALL)
 
 
 def make_format_reward(
-    reasoning_tag: str = "reasoning", answer_tag: str = "answer", strict: bool = True
+    reasoning_tag: str | None = "reasoning", answer_tag: str = "answer", strict: bool = True
 ) -> RewardFunction:
     """Build a reward that is 1.0 when a completion uses the template's tags, else 0.0.
 
     Args:
-        reasoning_tag: Name of the tag around the reasoning (``reasoning`` or ``think``).
+        reasoning_tag: Name of the tag around the reasoning (``reasoning`` or ``think``); None for a template
+            whose completion is the answer block alone.
         answer_tag: Name of the tag around the final answer.
         strict: Strict form requires exactly ``<r>\\n...\\n</r>\\n<a>\\n...\\n</a>`` and nothing
             else; the soft form accepts the two tagged blocks anywhere, in order.
@@ -38,6 +45,8 @@ def make_format_reward(
     >>> text = "<reasoning> 2+2 </reasoning> <answer>4</answer>"
     >>> strict(prompts=[""], completions=[text]), soft(prompts=[""], completions=[text])
     ([0.0], [1.0])
+    >>> make_format_reward(None)(prompts=["", ""], completions=["<answer>\\n4\\n</answer>", "4"])
+    [1.0, 0.0]
     """
     pattern = (_strict_pattern if strict else _soft_pattern)(reasoning_tag, answer_tag)
     finder = pattern.match if strict else pattern.search

@@ -16,7 +16,9 @@ from typing import Any
 from rewards.accuracy import accuracy_reward
 from rewards.exact import digit_match_reward, exact_match_reward
 from rewards.format import make_format_reward, make_hash_format_reward
+from rewards.math_verify_reward import math_verify_reward
 from rewards.overlong import make_overlong_reward
+from rewards.reasoning_gym_reward import reasoning_gym_reward
 
 RewardFunction = Callable[..., list[float | None]]
 ENTRY_POINT_GROUP = "grpo_pipeline.rewards"
@@ -121,20 +123,22 @@ def load_reward(spec: str, **options: Any) -> RewardFunction:
 register("accuracy")(accuracy_reward)
 register("exact_match")(exact_match_reward)
 register("digit_match")(digit_match_reward)
+register("math_verify")(math_verify_reward)
+register("reasoning_gym")(reasoning_gym_reward)
 
 
 @register("format", factory=True)
 def _format(reasoning_tag: str | None = "reasoning", answer_tag: str | None = "answer") -> RewardFunction:
-    if not reasoning_tag or not answer_tag:
+    if not answer_tag:
         return make_hash_format_reward()
-    return make_format_reward(reasoning_tag, answer_tag, strict=True)
+    return make_format_reward(reasoning_tag or None, answer_tag, strict=True)
 
 
 @register("format_soft", factory=True)
 def _format_soft(reasoning_tag: str | None = "reasoning", answer_tag: str | None = "answer") -> RewardFunction:
-    if not reasoning_tag or not answer_tag:
+    if not answer_tag:
         return make_hash_format_reward()
-    return make_format_reward(reasoning_tag, answer_tag, strict=False)
+    return make_format_reward(reasoning_tag or None, answer_tag, strict=False)
 
 
 @register("overlong", factory=True)

@@ -28,7 +28,7 @@ def print_before_after(summary: dict) -> None:
 
     before, after = summary.get("eval_before"), summary.get("eval_after")
     if before and after:
-        title = f"\nGRPO, {summary['steps']} steps · GSM8K test pass@1 (greedy), {after['num_problems']} problems"
+        title = f"\nGRPO, {summary['steps']} steps · pass@1 (greedy) on {after['split']}, {after['num_problems']} problems"
         print(format_comparison(title, [("before", before), ("after", after)]))
 
 
@@ -36,15 +36,14 @@ def main(grpo_args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
     from pipeline.grpo.inputs import preflight
     from pipeline.grpo.trainer import train
 
-    examples, test_examples = preflight(grpo_args, model_args, data_args)  # fails before any weights load
-    logger.info("GRPO on %d held-out train problems (disjoint from SFT's part)", len(examples))
+    examples, test_examples, eval_label = preflight(grpo_args, model_args, data_args)  # fails before any weights load
     if grpo_args.backend == "trl":
         from pipeline.grpo.trl_backend import train_with_trl
 
         summary = train_with_trl(grpo_args, model_args, data_args, examples)
         end_process_group()  # TRL's trainer is freed on return; our loop ends its group in trainer.close
         return summary
-    summary = train(grpo_args, model_args, data_args, examples, test_examples)
+    summary = train(grpo_args, model_args, data_args, examples, test_examples, eval_label)
     if summary.get("interrupted"):
         print(f"Interrupted: checkpoint of step {summary['steps']} saved in {grpo_args.output_dir}/checkpoints. "
               "Resume with: --resume_from_checkpoint latest", file=sys.stderr)

@@ -34,8 +34,8 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     steps = summary["train"]["global_step"]
     logger.info("SFT done: %d steps; merged model in %s", steps, summary["output"]["merged"])
     if "before" in summary and "after" in summary:
-        title = (f"\nSFT on {summary['train_examples']} problems, {steps} steps · GSM8K test pass@1 (greedy), "
-                 f"{summary['after']['num_problems']} problems")
+        title = (f"\nSFT on {summary['train_examples']} problems, {steps} steps · pass@1 (greedy) on "
+                 f"{summary['after']['split']}, {summary['after']['num_problems']} problems")
         print(format_comparison(title, [("before", summary["before"]), ("after", summary["after"])]))
     return summary
 

@@ -15,7 +15,7 @@ class PromptTemplate:
 
     name: str
     system_prompt: str
-    reasoning_tag: str | None  # None: plain GSM8K layout, reasoning then "#### N"
+    reasoning_tag: str | None  # None: no reasoning span (with answer_tag None too: GSM8K's "#### N" layout)
     answer_tag: str | None
 
     def messages(self, question: str, system_prompt: str | None = None) -> list[dict[str, str]]:
@@ -31,8 +31,10 @@ class PromptTemplate:
         >>> TEMPLATES["reasoning"].completion("2 + 2 = 4", "4")
         '<reasoning>\\n2 + 2 = 4\\n</reasoning>\\n<answer>\\n4\\n</answer>'
         """
-        if self.reasoning_tag is None or self.answer_tag is None:
+        if self.answer_tag is None:
             return f"{reasoning.strip()}\n#### {answer}"
+        if self.reasoning_tag is None:  # answer only: the task's answer, no worked reasoning
+            return f"<{self.answer_tag}>\n{answer}\n</{self.answer_tag}>"
         r, a = self.reasoning_tag, self.answer_tag
         return f"<{r}>\n{reasoning.strip()}\n</{r}>\n<{a}>\n{answer}\n</{a}>"
 
@@ -47,6 +49,13 @@ TEMPLATES: dict[str, PromptTemplate] = {
         "reasoning", _TAGGED_SYSTEM_PROMPT.format(r="reasoning", a="answer"), "reasoning", "answer"
     ),
     "think": PromptTemplate("think", _TAGGED_SYSTEM_PROMPT.format(r="think", a="answer"), "think", "answer"),
+    "answer": PromptTemplate(
+        "answer",
+        "Answer the question. Give only the final answer inside <answer> </answer> tags, in this format:\n"
+        "<answer>\n...\n</answer>",
+        None,
+        "answer",
+    ),
     "gsm8k": PromptTemplate(
         "gsm8k",
         "Solve the math problem step by step. End with a last line of the form '#### <number>'.",

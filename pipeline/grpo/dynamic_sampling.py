@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.data import GSM8KExample
+from pipeline.data import Example
 from pipeline.grpo.advantages import per_function_rewards
 from pipeline.grpo.inputs import prompt_indices
 from pipeline.grpo.rollout import Rollout, collate_rollout
@@ -29,7 +29,7 @@ from rewards import RewardBreakdown
 logger = logging.getLogger(__name__)
 ROUND_POSITION_OFFSET = 10**7  # extra prompts' positions (group seeds) never meet the main stream's
 
-Batch = list[tuple[int, GSM8KExample]]
+Batch = list[tuple[int, Example]]
 
 
 @dataclass(eq=False)  # compared by identity
@@ -64,7 +64,7 @@ def informative_groups(rewards: torch.Tensor, group_size: int) -> list[bool]:
     return flags
 
 
-def extra_prompts(examples: list[GSM8KExample], step: int, round_index: int, count: int, seed: int,
+def extra_prompts(examples: list[Example], step: int, round_index: int, count: int, seed: int,
                   process_index: int) -> Batch:
     """``count`` (position, example) pairs of a resampling round, from a stream seeded apart from the main one."""
     stream_seed = seed + 7919 * round_index + 104_729 * process_index

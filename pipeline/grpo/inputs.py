@@ -3,17 +3,22 @@ weights, the GSM8K problems, and which problems each step uses."""
 
 from __future__ import annotations
 
+import inspect
 import random
 from pathlib import Path
 from typing import Any
 
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import require
-from pipeline.data import GSM8KExample, PromptTemplate, get_template
+from pipeline.data import DataError, Example, PromptTemplate, get_template
+from pipeline.data.sources import stage_examples
 from pipeline.distributed import launched_engine, shards_parameters, zero_stage
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.state import GRPOState
 from rewards import load_reward
+
+LOOP_KWARGS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric")  # not columns
+NUMERIC_REWARDS = ("accuracy", "exact_match", "digit_match")  # they read the gold answer as a number
 
 
 def reward_functions(args: GRPOArguments, template: PromptTemplate) -> list[Any]:
@@ -24,11 +29,21 @@ def reward_functions(args: GRPOArguments, template: PromptTemplate) -> list[Any]
     return [load_reward(name, **options) for name in args.reward_funcs]
 
 
+def reward_columns(rows: list[Example]) -> dict[str, list[Any]]:
+    """Each dataset column as one list over the rows (None where a row lacks it), as TRL hands them to rewards.
+
+    >>> reward_columns([Example("q", "", 3, "f:1", columns={"level": 1}), Example("r", "", 4, "f:2")])
+    {'answer': [3, 4], 'level': [1, None]}
+    """
+    names = list(dict.fromkeys(key for row in rows for key in row.reward_columns()))
+    return {name: [row.reward_columns().get(name) for row in rows] for name in names}
+
+
 def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments):
     """Every check that needs no weights, before any load: rewards, model path and size, data.
 
-    Returns (GRPO examples, test examples). Raises ConfigError, DataError or ModelLoadError naming the
-    option or file:line.
+    Returns (GRPO examples, evaluation examples, the evaluation's short label). Raises ConfigError, DataError or
+    ModelLoadError naming the option or file:line.
     """
     from transformers import AutoConfig
 
@@ -50,18 +65,58 @@ def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
         if limit is not None and needed > limit:
             raise ConfigError(f"option --max_completion_length: max_prompt_length + max_completion_length = {needed} "
                               f"exceeds the model's {limit} positions; lower one of them")
-    examples, test = load_grpo_examples(data_args)
-    if not examples:
-        raise ConfigError("option --grpo_holdout_size: the GRPO stage has no problems; set it above 0")
-    return examples, test
+    examples, eval_examples, record = stage_examples(data_args, "grpo")
+    check_reward_columns(reward_functions(args, get_template(data_args.prompt_template)), args.reward_funcs, examples)
+    if args.eval_limit:
+        from pipeline.evaluate import check_gold_answers
+
+        check_gold_answers(eval_examples[: args.eval_limit])
+    return examples, eval_examples, record["evaluation_label"]
 
 
-def load_grpo_examples(data_args: DataArguments) -> tuple[list[GSM8KExample], list[GSM8KExample]]:
-    """The GRPO hold-out of GSM8K train (disjoint from SFT's part) and the test split."""
-    from pipeline.sft import load_stage_examples
+def reward_kwargs(state: GRPOState, rows: list[Example]) -> dict[str, Any]:
+    """Keyword arguments of every reward call, as TRL's GRPOTrainer passes them: the dataset's columns (one value
+    per completion), ``trainer_state``, ``log_extra`` and ``log_metric``."""
+    from transformers import TrainerState
 
-    examples, _ = load_stage_examples(data_args, "grpo")
-    return examples, data_args.load_split("test").examples
+    state.reward_log.columns.clear()
+    progress = TrainerState(global_step=state.step, max_steps=state.args.max_steps)
+    return reward_columns(rows) | {"trainer_state": progress, "log_extra": state.reward_log.log_extra,
+                                   "log_metric": state.reward_log.log_metric}
+
+
+def check_reward_columns(reward_funcs: list[Any], names: list[str], examples: list[Example]) -> None:
+    """Every column a reward function requires (a parameter without a default) is in the data, and gold answers
+    read as numbers where the reward compares numbers; else one line naming the reward, column or row."""
+    from pipeline.config import ConfigError
+    from rewards.parsing import GoldAnswerError, parse_gold_answer
+
+    columns = reward_columns(examples)
+    for fn, name in zip(reward_funcs, names):
+        params = inspect.signature(fn).parameters.values()
+        needed = [p.name for p in params if p.default is inspect.Parameter.empty and p.name not in LOOP_KWARGS
+                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        for column in needed:
+            if column not in columns:
+                raise ConfigError(f"option --reward_funcs: {name} needs the column {column!r}, but the rows of "
+                                  f"{examples[0].source.rsplit(':', 1)[0]} have {', '.join(columns) or 'none'}; "
+                                  "map it with --answer_field, or choose another reward")
+            lacking = next((e for e, value in zip(examples, columns[column]) if value is None), None)
+            if lacking is not None:
+                raise DataError(f"{lacking.source}: missing field {column!r}, which reward {name} needs; fix the row")
+        if name in NUMERIC_REWARDS:
+            for example in examples:
+                try:
+                    parse_gold_answer(example.answer)
+                except GoldAnswerError as error:
+                    raise DataError(f"{example.source}: {error}; reward {name} compares numbers: use math_verify, "
+                                    "reasoning_gym or your own reward for such answers") from None
+
+
+def load_grpo_examples(data_args: DataArguments) -> tuple[list[Example], list[Example]]:
+    """GRPO's training problems (bundled GSM8K: the hold-out disjoint from SFT's part) and the evaluation ones."""
+    examples, eval_examples, _ = stage_examples(data_args, "grpo")
+    return examples, eval_examples
 
 
 def prompt_indices(num_examples: int, step: int, prompts_per_step: int, seed: int) -> list[int]:
@@ -80,7 +135,7 @@ def prompt_indices(num_examples: int, step: int, prompts_per_step: int, seed: in
     return indices
 
 
-def local_prompts(state: GRPOState, step: int) -> list[tuple[int, GSM8KExample]]:
+def local_prompts(state: GRPOState, step: int) -> list[tuple[int, Example]]:
     """This process's (global position, example) pairs for ``step``: whole groups, never split."""
     args, acc = state.args, state.accelerator
     indices = prompt_indices(len(state.examples), step, args.prompts_per_step, args.seed)

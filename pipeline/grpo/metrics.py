@@ -43,4 +43,5 @@ def step_metrics(state: GRPOState, rollout: Rollout, rewards: torch.Tensor, brea
     metrics["train_tokens"] = trained  # prompt + completion tokens through the training passes
     metrics["train_tokens_per_second"] = trained / max(timing["train"], 1e-9)
     metrics.update({f"time/{k}": v for k, v in timing.items()})
+    metrics.update(state.reward_log.take_metrics())  # rewards' log_metric, this process's (as TRL, unprefixed)
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}

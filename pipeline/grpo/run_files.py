@@ -12,7 +12,7 @@ import torch
 
 from pipeline.arguments import EvalArguments, ModelArguments
 from pipeline.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from pipeline.data import GSM8KExample
+from pipeline.data import Example
 from pipeline.distributed import loading_on_this_process_only, shards_parameters
 from pipeline.grpo.rollout import Rollout
 from pipeline.grpo.state import GRPOState, sampling_model
@@ -42,14 +42,16 @@ def rewrite_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_samples(state: GRPOState, batch, rollout: Rollout, rewards: torch.Tensor) -> None:
+    extra = {k: v for k, v in state.reward_log.columns.items() if len(v) == rollout.num_completions}  # log_extra
     for i in range(min(state.args.num_logged_samples, rollout.num_completions)):
         example = batch[i // rollout.group_size][1]
         append_jsonl(state.run_dir / SAMPLES_FILE, {
             "step": state.step, "question": example.question, "gold": example.answer,
-            "completion": rollout.completions[i], "reward": None if torch.isnan(rewards[i]) else rewards[i].item()})
+            "completion": rollout.completions[i], "reward": None if torch.isnan(rewards[i]) else rewards[i].item(),
+            **{name: values[i] for name, values in extra.items()}})
 
 
-def evaluate_policy(state: GRPOState, test_examples: list[GSM8KExample], tag: str) -> dict[str, Any] | None:
+def evaluate_policy(state: GRPOState, test_examples: list[Example], tag: str) -> dict[str, Any] | None:
     """GSM8K evaluation of the current policy on the main process (on every process, in step, when the
     parameters are sharded: each forward gathers them from all); returns the summary."""
     from pipeline.evaluate import evaluate_gsm8k, write_results
@@ -62,6 +64,7 @@ def evaluate_policy(state: GRPOState, test_examples: list[GSM8KExample], tag: st
     with sampling_model(state) as model:  # the merged copy when allowed: same logits, faster decoding
         records, summary = evaluate_gsm8k(model, state.tokenizer, test_examples, state.template, eval_args,
                                           system_prompt=state.system_prompt, model_name=f"grpo@{tag}",
+                                          split_name=state.eval_label,
                                           show_progress=False, finished_everywhere=state.finished_everywhere)
     if main:
         write_results(state.run_dir / "eval" / tag, records, summary)
@@ -117,9 +120,10 @@ def log_step(state: GRPOState, metrics: dict[str, Any], progress) -> None:
         progress.set_postfix(reward=f"{metrics['reward'] or 0:.3f}", kl=f"{metrics['kl']:.4f}",
                              len=f"{metrics['completion_length']:.0f}")
         if metrics["step"] % state.args.logging_steps == 0:
-            logger.info("step %d: reward %.3f, accuracy %s, kl %.4f, loss %.4f, %.1fs (generate %.1fs)",
-                        metrics["step"], metrics["reward"] or 0.0, metrics.get("accuracy"), metrics["kl"],
-                        metrics["loss"], metrics["time/step"], metrics["time/generate"])
+            accuracy = f", accuracy {metrics['accuracy']:.3f}" if metrics.get("accuracy") is not None else ""
+            logger.info("step %d: reward %.3f%s, kl %.4f, loss %.4f, %.1fs (generate %.1fs)", metrics["step"],
+                        metrics["reward"] or 0.0, accuracy, metrics["kl"], metrics["loss"], metrics["time/step"],
+                        metrics["time/generate"])
 
 
 class TrainingStopped(RuntimeError):

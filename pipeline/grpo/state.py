@@ -8,12 +8,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.data import GSM8KExample, PromptTemplate
+from pipeline.data import Example, PromptTemplate
 from pipeline.grpo.config import GRPOArguments
 from pipeline.models import MergedAdapterView
 from rewards.guard import RewardFaults
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RewardLog:
+    """What reward functions log through TRL's callbacks: ``log_extra`` (one value per completion, into
+    samples.jsonl) and ``log_metric`` (a scalar, averaged into the step's metrics)."""
+
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+    def log_extra(self, name: str, values: list[Any]) -> None:
+        self.columns[name] = list(values)
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.metrics.setdefault(name, []).append(float(value))
+
+    def take_metrics(self) -> dict[str, float]:
+        """The step's logged metrics (means), cleared for the next step."""
+        means = {name: sum(values) / len(values) for name, values in self.metrics.items() if values}
+        self.metrics.clear()
+        return means
 
 
 @dataclass
@@ -30,7 +51,7 @@ class GRPOState:
     reward_funcs: list[Any]
     template: PromptTemplate
     system_prompt: str | None
-    examples: list[GSM8KExample]
+    examples: list[Example]
     eos_ids: set[int]
     run_dir: Path
     uses_lora: bool
@@ -45,6 +66,8 @@ class GRPOState:
     entropy_controller: Any | None = None  # use_adaptive_entropy's EntropyController
     vllm: Any | None = None  # use_vllm's VLLMEngine
     reward_loop: Any | None = None  # the AsyncRewardLoop of the run's async reward functions (None: none async)
+    reward_log: RewardLog = field(default_factory=lambda: RewardLog())  # TRL's log_extra / log_metric callbacks
+    eval_label: str = "held-out problems"  # what the evaluation problems are, for its tables
     finished_everywhere: Any | None = None  # sharded parameters: the decoders' collective stop test (in step)
 
     @property

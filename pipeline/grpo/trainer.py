@@ -18,14 +18,14 @@ from typing import Any
 import torch
 
 from pipeline.arguments import DataArguments, ModelArguments
-from pipeline.data import GSM8KExample, get_template, render_prompt
+from pipeline.data import Example, get_template, render_prompt
 from pipeline.distributed import (engine_summary, finished_everywhere, launched_engine, make_accelerator,
                                   shards_parameters)
 from pipeline.generation import encode, eos_token_ids
 from pipeline.grpo.advantages import process_advantages
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.dynamic_sampling import Scored, replace_flat_groups
-from pipeline.grpo.inputs import check_engine_options, local_prompts, reward_functions
+from pipeline.grpo.inputs import check_engine_options, local_prompts, reward_functions, reward_kwargs
 from pipeline.grpo.logprobs import completion_logps
 from pipeline.grpo.metrics import step_metrics
 from pipeline.grpo.rollout import Rollout, collate_rollout, group_seed
@@ -41,10 +41,10 @@ from pipeline.grpo.run_files import (
 )
 from pipeline.grpo.sampling import SamplingParams, right_pad, sample_groups
 from pipeline.grpo.state import GRPOState, decoding_view, sampling_model
-from pipeline.grpo.update import entropy_controller, train_on_rollout
+from pipeline.grpo.update import entropy_controller, train_with_retry
 from pipeline.grpo.vllm_engine import VLLMEngine, vllm_weights  # vLLM itself is imported by VLLMEngine only
 from pipeline.models import MergedAdapterView, add_lora, full_weights_path, load_model, load_tokenizer
-from pipeline.runtime import GracefulInterrupt, warn_if_cpu_bf16_is_slow
+from pipeline.runtime import GracefulInterrupt, free_memory, warn_if_cpu_bf16_is_slow
 from rewards import RewardBreakdown, combine_rewards
 from rewards.guard import AsyncRewardLoop, is_async_reward
 
@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 # --- setup --------------------------------------------------------------------------------------------------------
 
 
-def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments, examples: list[GSM8KExample]):
+def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments, examples: list[Example]):
     """Load the policy (+ LoRA), reference, optimizer and rewards; restore a checkpoint if asked."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
@@ -132,12 +132,12 @@ def _finish_setup(args, model_args, data_args, examples, accelerator, model, tok
 # --- generate / score ---------------------------------------------------------------------------------------------
 
 
-def generate(state: GRPOState, batch: list[tuple[int, GSM8KExample]], ignore_eos: bool = False) -> Rollout:
+def generate(state: GRPOState, batch: list[tuple[int, Example]], ignore_eos: bool = False) -> Rollout:
     """G completions for each of this process's prompts, each group seeded by (seed, step, prompt)."""
     args, tokenizer = state.args, state.tokenizer
     prompts = []
     for _, example in batch:
-        text = render_prompt(tokenizer, state.template.messages(example.question, state.system_prompt))
+        text = render_prompt(tokenizer, example.prompt_messages(state.template, state.system_prompt))
         prompts.append(encode(tokenizer, text, state.accelerator.device))  # [L]
         if prompts[-1].numel() > args.max_prompt_length:
             raise ValueError(f"{example.source}: prompt has {prompts[-1].numel()} tokens, over "
@@ -157,7 +157,7 @@ def generate(state: GRPOState, batch: list[tuple[int, GSM8KExample]], ignore_eos
         if state.merged_view is None:
             raise
         state.merged_view = None  # the merged copy is the one thing left to give up
-        _free_memory()
+        free_memory()
         logger.warning("out of memory while generating: decoding through the LoRA adapters from now on")
         completions = _sample_with_retry(state, state.policy, prompts, seeds, params)
     G = args.num_generations
@@ -204,27 +204,24 @@ def _sample_with_retry(state: GRPOState, model, prompts: list[torch.Tensor], see
             if state.generation_batch == 1 or state.finished_everywhere is not None:
                 raise  # nothing smaller to try, or the processes must decode in step
             state.generation_batch = max(1, state.generation_batch // 2)
-            _free_memory()
+            free_memory()
             logger.warning("out of memory while generating: retrying with %d samples at a time", state.generation_batch)
 
 
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+def score(state: GRPOState, rollout: Rollout, batch: list[tuple[int, Example]]) -> tuple[torch.Tensor, RewardBreakdown]:
+    """Rewards of every completion and their group-relative advantages ([N] each).
 
-
-def score(state: GRPOState, rollout: Rollout, batch: list[tuple[int, GSM8KExample]]) -> tuple[torch.Tensor, RewardBreakdown]:
-    """Rewards of every completion and their group-relative advantages ([N] each)."""
+    As TRL does: every dataset column reaches the rewards as a keyword argument, one value per completion;
+    a conversational prompt's completions arrive as assistant messages."""
     G = rollout.group_size
-    prompts = [state.template.messages(ex.question, state.system_prompt) for _, ex in batch for _ in range(G)]
-    answers = [ex.answer for _, ex in batch for _ in range(G)]
+    rows = [ex for _, ex in batch for _ in range(G)]
+    prompts = [ex.reward_prompt(state.template, state.system_prompt) for ex in rows]
+    completions = [ex.reward_completion(text) for ex, text in zip(rows, rollout.completions)]
     lengths = rollout.completion_mask.sum(1).tolist()
     completion_ids = [row[: int(n)].tolist() for row, n in zip(rollout.completion_ids, lengths)]
     breakdown = combine_rewards(state.reward_funcs, state.args.reward_funcs, state.args.weights, prompts,
-                                rollout.completions, timeout=state.args.reward_timeout, faults=state.faults,
-                                async_loop=state.reward_loop,
-                                answer=answers, completion_ids=completion_ids)
+                                completions, timeout=state.args.reward_timeout, faults=state.faults,
+                                async_loop=state.reward_loop, completion_ids=completion_ids, **reward_kwargs(state, rows))
     device = state.accelerator.device
     total = torch.tensor(breakdown.total, dtype=torch.float32, device=device)  # [N]
     unscorable = torch.tensor([all(v[i] is None for v in breakdown.per_function) for i in range(len(total))],
@@ -277,7 +274,7 @@ def run_step(state: GRPOState) -> dict[str, float]:
     t2 = time.perf_counter()
     old, ref = reference_logps(state, rollout)
     t3 = time.perf_counter()
-    train = _train_with_retry(state, rollout, advantages.advantages, old, ref)
+    train = train_with_retry(state, rollout, advantages.advantages, old, ref)
     t4 = time.perf_counter()
     timing = {"generate": t1 - t0, "score": t2 - t1, "reference": t3 - t2, "train": t4 - t3, "step": t4 - t0}
     metrics = step_metrics(state, rollout, rewards, breakdown, advantages, train, timing) | resampling
@@ -287,33 +284,14 @@ def run_step(state: GRPOState) -> dict[str, float]:
     return metrics
 
 
-def _train_with_retry(state: GRPOState, rollout: Rollout, advantages, old, ref) -> dict[str, float]:
-    """train_on_rollout; an out-of-memory error before any update of this step retries it with half the
-    micro-batch (per-completion denominators fixed from the configured micro-batch make the update the same,
-    for bnpo too)."""
-    while True:
-        state.updates_this_step = 0
-        try:
-            train = train_on_rollout(state, rollout, advantages, old, ref)
-            train["micro_batch_size"] = float(state.micro_batch_size)
-            return train
-        except torch.OutOfMemoryError:
-            if state.micro_batch_size == 1 or state.updates_this_step or state.accelerator.num_processes > 1:
-                raise  # nothing smaller to try, or part of the step already applied, or peers mid-step
-            state.optimizer.zero_grad(set_to_none=True)
-            state.micro_batch_size = max(1, state.micro_batch_size // 2)
-            _free_memory()
-            logger.warning("out of memory in the training forward: retrying the step with micro_batch_size %d",
-                           state.micro_batch_size)
-
-
 # --- train ------------------------------------------------------------------------------------------------------
 
 
-def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments,
-          examples: list[GSM8KExample], test_examples: list[GSM8KExample] | None = None) -> dict[str, Any]:
+def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments, examples: list[Example],
+          test_examples: list[Example] | None = None, eval_label: str = "held-out problems") -> dict[str, Any]:
     """The whole GRPO stage; returns a summary with the metrics history and the before/after evaluations."""
     state = setup(args, model_args, data_args, examples)
+    state.eval_label = eval_label
     try:
         summary = _train(state, model_args, test_examples)
     except BaseException as error:  # ended the same way, without waiting for the others

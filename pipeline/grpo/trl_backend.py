@@ -9,7 +9,7 @@ import torch
 
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import require
-from pipeline.data import GSM8KExample, get_template
+from pipeline.data import Example, get_template
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.inputs import reward_functions
 from pipeline.models import add_lora, load_model, load_tokenizer
@@ -79,7 +79,7 @@ def check_trl_backend(args: GRPOArguments, num_processes: int) -> None:
 
 
 def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments,
-                   examples: list[GSM8KExample], callbacks: list | None = None,
+                   examples: list[Example], callbacks: list | None = None,
                    config_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train through TRL's GRPOTrainer; returns its log history in our metric names."""
     from datasets import Dataset
@@ -93,8 +93,8 @@ def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: D
     for fn, name in zip(reward_funcs, args.reward_funcs):
         fn.__name__ = name  # TRL names its reward metrics after the function
     dataset = Dataset.from_list([
-        {"prompt": template.messages(e.question, data_args.system_prompt), "answer": e.answer} for e in examples
-    ])
+        {"prompt": e.prompt_messages(template, data_args.system_prompt), **e.reward_columns()} for e in examples
+    ])  # every column reaches TRL's reward calls, as in ours
     tokenizer = load_tokenizer(model_args, padding_side="left")
     model = load_model(model_args)
     if model_args.use_peft:

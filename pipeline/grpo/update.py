@@ -14,6 +14,7 @@ from pipeline.grpo.config import policy_objective
 from pipeline.grpo.logprobs import completion_logps
 from pipeline.grpo.loss import LossNormalizer, grpo_loss, high_entropy_mask, sequence_denominators
 from pipeline.grpo.vllm_engine import sampling_importance_weights
+from pipeline.runtime import free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,27 @@ def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor
         sums["vllm_importance_ratio_mean"] = kept.mean().item() if kept.numel() else 1.0
         sums["vllm_importance_ratio_min"] = kept.min().item() if kept.numel() else 1.0
     return sums
+
+
+def train_with_retry(state, rollout, advantages: torch.Tensor, old: torch.Tensor | None,
+                     ref: torch.Tensor | None) -> dict[str, float]:
+    """train_on_rollout; an out-of-memory error before any update of this step retries it with half the
+    micro-batch (per-completion denominators fixed from the configured micro-batch make the update the same,
+    for bnpo too)."""
+    while True:
+        state.updates_this_step = 0
+        try:
+            train = train_on_rollout(state, rollout, advantages, old, ref)
+            train["micro_batch_size"] = float(state.micro_batch_size)
+            return train
+        except torch.OutOfMemoryError:
+            if state.micro_batch_size == 1 or state.updates_this_step or state.accelerator.num_processes > 1:
+                raise  # nothing smaller to try, or part of the step already applied, or peers mid-step
+            state.optimizer.zero_grad(set_to_none=True)
+            state.micro_batch_size = max(1, state.micro_batch_size // 2)
+            free_memory()
+            logger.warning("out of memory in the training forward: retrying the step with micro_batch_size %d",
+                           state.micro_batch_size)
 
 
 def _optimizer_step(state, sums: dict[str, float], update_loss: float, total_updates: int) -> None:

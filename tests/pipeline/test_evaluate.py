@@ -128,3 +128,23 @@ def test_limit_and_determinism(tiny_model_args, tmp_path):
     second, _ = evaluate_gsm8k(model, tokenizer, examples, get_template("reasoning"), eval_args, show_progress=False)
     assert len(first) == 3 and first == second
     assert all(1 <= r["num_tokens"] <= 8 for r in first)
+
+
+def test_reasoning_gym_problems_are_judged_by_the_tasks_own_verifier():
+    from pipeline.arguments import DataArguments
+    from pipeline.evaluate import NumericJudge, ReasoningGymJudge, judge_for
+
+    words = DataArguments(dataset_name="reasoning_gym:spell_backward", dataset_size=4, eval_holdout_size=2).load_splits()
+    example = words.train[0]  # a text answer: the numeric reader could not judge it
+    judge = judge_for([example])
+    assert isinstance(judge, ReasoningGymJudge) and isinstance(judge_for(load_gsm8k(split="test").examples[:1]),
+                                                                 NumericJudge)
+    gold = judge.gold(example)
+    right = score_completion(f"Reversed:\n<answer>{example.answer}</answer>", judge=judge)
+    untagged = score_completion(f"Reversed:\n{example.answer}", judge=judge)
+    wrong = score_completion(f"<answer>{example.answer[::-1]}x</answer>", judge=judge)
+    assert (right.correct(gold, "strict"), right.correct(gold, "flexible")) == (True, True)
+    assert (untagged.correct(gold, "strict"), untagged.correct(gold, "flexible")) == (False, True)  # last line
+    assert not wrong.correct(gold, "strict")
+    metrics = problem_metrics(untagged, [right, wrong, right], gold)
+    assert metrics["maj@3/strict"] == 1.0 and metrics["pass@1 (greedy)/strict"] == 0.0

@@ -6,9 +6,10 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.arguments import DataArguments, ModelArguments
-from pipeline.data import get_template, load_gsm8k, render_prompt, split_train
+from pipeline.data import get_template, load_gsm8k, render_prompt, split_stages
+from pipeline.data.sources import stage_examples
 from pipeline.models import add_lora, load_model, load_tokenizer
-from pipeline.sft import SFTScriptArguments, build_sft_dataset, load_stage_examples, make_trainer, run_sft
+from pipeline.sft import SFTScriptArguments, build_sft_dataset, make_trainer, run_sft
 
 
 def sft_config(output_dir, **overrides):
@@ -33,14 +34,14 @@ DATA = DataArguments(max_train_samples=4, grpo_holdout_size=1000)
 
 def test_sft_and_grpo_parts_are_disjoint_and_seeded():
     train = load_gsm8k(split="train").examples
-    sft, grpo = split_train(train, 1000, seed=1234)
+    sft, grpo = split_stages(train, 1000, seed=1234)
     assert len(grpo) == 1000 and len(sft) == 6473
     assert {e.source for e in sft}.isdisjoint(e.source for e in grpo)
-    assert split_train(train, 1000, seed=1234) == (sft, grpo)
-    assert split_train(train, 1000, seed=1)[1] != grpo
-    sft_part, record = load_stage_examples(DataArguments(max_train_samples=3), "sft")
+    assert split_stages(train, 1000, seed=1234) == (sft, grpo)
+    assert split_stages(train, 1000, seed=1)[1] != grpo
+    sft_part, _, record = stage_examples(DataArguments(max_train_samples=3), "sft")
     assert record["sources"] == [e.source for e in sft_part] and len(sft_part) == 3
-    grpo_part, _ = load_stage_examples(DataArguments(), "grpo")
+    grpo_part, _, _ = stage_examples(DataArguments(), "grpo")  # bundled GSM8K: 1000 kept for GRPO by default
     assert {e.source for e in grpo_part} == {e.source for e in grpo}
 
 
@@ -58,7 +59,7 @@ def test_lora_sft_learns_masks_the_prompt_and_changes_only_adapters(tiny_model_d
     tokenizer = load_tokenizer(model_args, padding_side="right")
     model = add_lora(load_model(model_args), model_args)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    examples, _ = load_stage_examples(DATA, "sft")
+    examples, _, _ = stage_examples(DATA, "sft")
     dataset = build_sft_dataset(examples, get_template("reasoning"))
     trainer = make_trainer(model, tokenizer, dataset, sft_config(tmp_path))
 
@@ -121,7 +122,7 @@ def test_resume_from_checkpoint_matches_an_unbroken_run(tiny_model_dir, tmp_path
 
     model_args = lora_args(tiny_model_dir, )
     model_args.lora_dropout = 0.1  # dropout draws random numbers: the resumed RNG state must match too
-    examples, _ = load_stage_examples(DataArguments(max_train_samples=8), "sft")
+    examples, _, _ = stage_examples(DataArguments(max_train_samples=8), "sft")
     dataset = build_sft_dataset(examples, get_template("reasoning"))
 
     def train(output_dir, resume=None, stop=False):

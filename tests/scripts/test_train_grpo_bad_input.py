@@ -21,6 +21,8 @@ def inputs(tmp_path_factory, tiny_model_dir):
     (root / "missing_field" / "train.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps({"question": "q"}) + "\n")
     (root / "empty").mkdir()
     (root / "empty" / "train.jsonl").write_text("\n")
+    (root / "text_answer.jsonl").write_text("".join(json.dumps({"prompt": "1+1?", "answer": a}) + "\n"
+                                                    for a in (2, "two", 2, 2, 2, 2, 2, 2, 2, 2)))
     (root / "truncate.yaml").write_text("vllm_importance_sampling_mode: token_truncate\n"
                                         "vllm_importance_sampling_clip_max: null\n")
     return root, tiny_model_dir
@@ -47,9 +49,14 @@ CASES = [
     (["--dataset_name", "{root}/missing_field", "--grpo_holdout_size", "1"], "error: {root}/missing_field/train.jsonl:2: missing field 'answer'"),
     (["--dataset_name", "{root}/empty"], "error: {root}/empty (train): no usable rows"),
     (["--dataset_name", "{root}/nope.jsonl"], "error: {root}/nope.jsonl: dataset file not found"),
-    (["--grpo_holdout_size", "100"], "error: grpo_holdout_size=100 must be between 0 and the 8 train problems"),
-    (["--grpo_holdout_size", "0"], "error: option --grpo_holdout_size: the GRPO stage has no problems"),
-    (["--train_split", "test"], "error: option --train_split: the test split is for evaluation only"),
+    (["--grpo_holdout_size", "100"],
+     "error: option --grpo_holdout_size: 100 train problems kept for GRPO, but there are only 8; set a smaller number"),
+    (["--dataset_name", "reasoning_gym:chain_summ"],
+     "error: --dataset_name reasoning_gym:chain_summ: reasoning-gym has no task 'chain_summ'; did you mean chain_sum"),
+    (["--reward_funcs", "reasoning_gym"], "error: option --reward_funcs: reasoning_gym needs the column 'metadata'"),
+    (["--dataset_name", "{root}/text_answer.jsonl", "--eval_dataset_name", "{root}/ok", "--grpo_holdout_size", "0"],
+     "error: {root}/text_answer.jsonl:2: gold answer 'two' is not one number"),
+    (["--train_split", "test"], "error: option --train_split: is the evaluation split 'test' too"),
     (["--epsilon_low", "-0.1"], "error: option --epsilon_low: must be >= 0 (inf: no lower clip), got -0.1"),
     (["--config", "{root}/missing.yaml"], "error: --config {root}/missing.yaml: file not found"),
     (["--vllm_importance_sampling_clip_min", "5"],

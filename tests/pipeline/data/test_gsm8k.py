@@ -74,7 +74,7 @@ def test_bad_rows_can_be_skipped_and_counted(tmp_path):
 
 def test_custom_field_names_and_folder_source(tmp_path):
     (tmp_path / "test.jsonl").write_text(json.dumps({"problem": "q?", "solution": "s\n#### 4"}) + "\n")
-    split = load_gsm8k(str(tmp_path), "test", question_field="problem", answer_field="solution")
+    split = load_gsm8k(str(tmp_path), "test", prompt_field="problem", answer_field="solution")
     assert split.examples[0].answer == "4"
 
 
@@ -111,14 +111,14 @@ def test_template_without_chat_template(tiny_model_dir):
 
 
 def test_unknown_template():
-    with pytest.raises(ValueError, match="valid: reasoning, think, gsm8k"):
+    with pytest.raises(ValueError, match="valid: reasoning, think, answer, gsm8k"):
         get_template("nope")
 
 
 def test_completion_layouts_score_with_the_matching_format_reward():
     from rewards import load_reward
 
-    for name in ("reasoning", "think", "gsm8k"):
+    for name in ("reasoning", "think", "answer", "gsm8k"):
         template = get_template(name)
         fmt = load_reward("format", reasoning_tag=template.reasoning_tag, answer_tag=template.answer_tag)
         acc = load_reward("accuracy")

@@ -1,0 +1,146 @@
+"""Any dataset by TRL's conventions: local files of every type, folders, column mapping, evaluation rows that
+are never training rows, and the SFT/GRPO split as a GSM8K default only."""
+
+import json
+
+import pytest
+
+from pipeline.arguments import DataArguments
+from pipeline.data import DataError, get_template
+from pipeline.data.sources import stage_examples
+from pipeline.sft import sft_record
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def conversational_rows(n):
+    return [{"prompt": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": f"{i} + 1?"}],
+             "answer": i + 1, "difficulty": i % 3} for i in range(n)]
+
+
+def test_one_file_is_never_both_splits(tmp_path):
+    path = write_jsonl(tmp_path / "mine.jsonl", conversational_rows(40))
+    splits = DataArguments(dataset_name=str(path)).load_splits()
+    train_sources = {e.source for e in splits.train}
+    eval_sources = {e.source for e in splits.eval}
+    assert len(splits.eval) == 4 and len(splits.train) == 36  # 10% held out, seeded
+    assert train_sources.isdisjoint(eval_sources)
+    assert "held out" in splits.eval_note and "mine.jsonl" in splits.eval_note
+    again = DataArguments(dataset_name=str(path)).load_splits()
+    assert [e.source for e in again.eval] == [e.source for e in splits.eval]
+    other = DataArguments(dataset_name=str(path), split_seed=7).load_splits()
+    assert [e.source for e in other.eval] != [e.source for e in splits.eval]
+
+
+def test_eval_dataset_name_is_used_whole_and_training_keeps_every_row(tmp_path):
+    train = write_jsonl(tmp_path / "train_rows.jsonl", conversational_rows(10))
+    held = write_jsonl(tmp_path / "held.jsonl", conversational_rows(3))
+    splits = DataArguments(dataset_name=str(train), eval_dataset_name=str(held)).load_splits()
+    assert len(splits.train) == 10 and len(splits.eval) == 3
+    assert all(e.source.startswith(str(held)) for e in splits.eval)
+
+
+def test_conversational_prompt_extra_columns_and_answer_types(tmp_path):
+    rows = conversational_rows(3)
+    rows[1]["answer"], rows[2]["answer"] = "3", "work\n#### 1,004"
+    path = write_jsonl(tmp_path / "mine.jsonl", rows)
+    examples = DataArguments(dataset_name=str(path), eval_holdout_size=1).load_splits()
+    by_line = {e.source.rsplit(":", 1)[1]: e for e in examples.train + examples.eval}
+    first = by_line["1"]
+    assert first.conversational and first.question == "0 + 1?"
+    assert first.prompt_messages(get_template("reasoning"))[0] == {"role": "system", "content": "Be terse."}
+    assert first.reward_columns() == {"answer": 1, "difficulty": 0}  # the int stays an int, as the column holds it
+    assert by_line["2"].answer == "3"
+    assert (by_line["3"].answer, by_line["3"].reasoning) == ("1004", "work")
+    assert first.reward_completion("2") == [{"role": "assistant", "content": "2"}]
+
+
+def test_plain_text_prompts_reach_rewards_as_text(tmp_path):
+    path = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": f"{i} + 1?", "answer": i + 1} for i in range(5)])
+    example = DataArguments(dataset_name=str(path), eval_holdout_size=1).load_splits().train[0]
+    template = get_template("answer")
+    assert example.reward_prompt(template) == example.question and example.reward_completion("x") == "x"
+    assert example.prompt_messages(template)[0]["content"] == template.system_prompt  # the template wraps it
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
+def test_csv_parquet_and_json_files(tmp_path, suffix):
+    from datasets import Dataset
+
+    rows = [{"problem": f"What is {i} * 2?", "target": str(2 * i), "level": i} for i in range(6)]
+    path = tmp_path / f"rows{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(rows))
+    else:
+        getattr(Dataset.from_list(rows), "to_csv" if suffix == ".csv" else "to_parquet")(str(path))
+    splits = DataArguments(dataset_name=str(path), prompt_field="problem", answer_field="target",
+                           eval_holdout_size=2).load_splits()
+    examples = sorted(splits.train + splits.eval, key=lambda e: e.question)
+    assert [e.question for e in examples] == [r["problem"] for r in rows]
+    assert [str(e.answer) for e in examples] == [r["target"] for r in rows]
+    assert {str(e.columns["level"]) for e in examples} == {str(i) for i in range(6)}
+    assert "row 1" in examples[0].source
+
+
+def test_folder_with_train_and_test_files(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", conversational_rows(5))
+    write_jsonl(tmp_path / "test.jsonl", conversational_rows(2))
+    splits = DataArguments(dataset_name=str(tmp_path)).load_splits()
+    assert (len(splits.train), len(splits.eval)) == (5, 2) and "'test' split" in splits.eval_note
+
+
+def test_messages_column_trains_sft_on_the_last_assistant_turn(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": f"Say {i}"}, {"role": "assistant", "content": f"{i}!"}]}
+            for i in range(4)]
+    path = write_jsonl(tmp_path / "chat.jsonl", rows)
+    examples, _, _ = stage_examples(DataArguments(dataset_name=str(path), eval_holdout_size=1), "sft")
+    record = sft_record(examples[0], get_template("reasoning"))
+    index = int(examples[0].question.split()[-1])
+    assert record["prompt"] == [{"role": "user", "content": f"Say {index}"}]
+    assert record["completion"] == [{"role": "assistant", "content": f"{index}!"}]
+
+
+def test_prompt_and_completion_columns_for_sft(tmp_path):
+    rows = [{"prompt": f"Spell {w}", "completion": "-".join(w)} for w in ("cat", "dog", "owl")]
+    path = write_jsonl(tmp_path / "pc.jsonl", rows)
+    examples, _, _ = stage_examples(DataArguments(dataset_name=str(path), eval_holdout_size=1), "sft")
+    for e in examples:
+        assert sft_record(e, get_template("answer"))["completion"][0]["content"] == "-".join(e.question.split()[1])
+
+
+@pytest.mark.parametrize("row, option, message", [
+    ({"text": "q", "answer": 1}, {}, "no prompt column"),
+    ({"prompt": "x", "answer": 1}, {"prompt_field": "q"}, "missing field 'q'"),
+    ({"prompt": "x"}, {"answer_field": "gold"}, "missing field 'gold'"),
+    ({"prompt": [{"role": "user"}]}, {}, "list of {'role', 'content'} messages"),
+    ({"prompt": "x", "answer": "work\n#### many"}, {}, "is not a number"),
+])
+def test_bad_rows_name_the_file_line_and_the_fix(tmp_path, row, option, message):
+    good = {"prompt": "ok", "q": "ok", "answer": 1, "gold": 1}
+    path = write_jsonl(tmp_path / "bad.jsonl", [good, row, good])
+    with pytest.raises(DataError) as info:
+        DataArguments(dataset_name=str(path), eval_holdout_size=1, **option).load_splits()
+    assert f"{path}:2: " in str(info.value) and message in str(info.value)
+
+
+def test_grpo_holdout_is_a_gsm8k_default_only(tmp_path):
+    path = write_jsonl(tmp_path / "mine.jsonl", conversational_rows(20))
+    sft, _, record = stage_examples(DataArguments(dataset_name=str(path)), "sft")
+    grpo, _, _ = stage_examples(DataArguments(dataset_name=str(path)), "grpo")
+    assert record["grpo_holdout_size"] == 0 and [e.source for e in sft] == [e.source for e in grpo]
+    assert len(grpo) == 18  # the whole training part (2 rows held out for evaluation)
+    with pytest.raises(DataError, match="option --grpo_holdout_size: 1000 .* only 18"):
+        stage_examples(DataArguments(dataset_name=str(path), grpo_holdout_size=1000), "grpo")
+    _, _, gsm8k = stage_examples(DataArguments(max_train_samples=1), "grpo")
+    assert gsm8k["grpo_holdout_size"] == 1000 and gsm8k["sft_size"] == 6473
+
+
+def test_missing_file_and_unknown_type(tmp_path):
+    with pytest.raises(DataError, match="dataset file not found"):
+        DataArguments(dataset_name=str(tmp_path / "nope.jsonl")).load_splits()
+    (tmp_path / "rows.txt").write_text("x")
+    with pytest.raises(DataError, match="unknown file type '.txt'"):
+        DataArguments(dataset_name=str(tmp_path / "rows.txt")).load_splits()

@@ -114,8 +114,6 @@ class DataArguments(ValidatedConfig):
                 raise ConfigError(f"option --dataset_options: not JSON/YAML ({exc})") from None
         require(self.dataset_options is None or isinstance(self.dataset_options, dict), "dataset_options",
                 f"must be a mapping of option: value, got {self.dataset_options!r}")
-        require(self.train_split != self.eval_split or self.eval_dataset_name is not None, "train_split",
-                f"is the evaluation split {self.eval_split!r} too; the evaluation split is never trained on")
         require(self.grpo_holdout_size is None or self.grpo_holdout_size >= 0, "grpo_holdout_size",
                 f"must be >= 0, got {self.grpo_holdout_size}")
         require(self.eval_holdout_size is None or self.eval_holdout_size >= 1, "eval_holdout_size",

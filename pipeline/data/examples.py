@@ -42,14 +42,16 @@ class Example:
             return [dict(m) for m in self.messages]
         return template.messages(self.question, system_prompt)
 
-    def reward_prompt(self, template: PromptTemplate, system_prompt: str | None = None) -> Any:
-        """What reward functions get as the prompt: the conversation the model saw (TRL passes it for
-        conversational rows), or the dataset's plain text."""
-        return self.prompt_messages(template, system_prompt) if self.conversational else self.question
+    def reward_prompt(self, template: PromptTemplate, system_prompt: str | None = None) -> list[dict[str, str]]:
+        """What reward functions get as the prompt: the conversation the model saw. The model is always prompted
+        through its chat template, so rewards see a conversational row, as TRL passes one (and as our TRL
+        backend, which hands TRL these same messages, does)."""
+        return self.prompt_messages(template, system_prompt)
 
-    def reward_completion(self, text: str) -> Any:
-        """A completion as TRL hands it to rewards: an assistant message for a conversational prompt."""
-        return [{"role": "assistant", "content": text}] if self.conversational else text
+    @staticmethod
+    def reward_completion(text: str) -> list[dict[str, str]]:
+        """A completion as TRL hands it to rewards for a conversational prompt: one assistant message."""
+        return [{"role": "assistant", "content": text}]
 
     def reward_columns(self) -> dict[str, Any]:
         """The row's columns that rewards receive (``answer`` first, when there is one)."""
@@ -131,7 +133,7 @@ def _prompt(row: Mapping[str, Any], key: str, columns: ColumnMap) -> tuple[str, 
         return value.strip(), None, None
     chat = _chat(value, key)
     completion = None
-    if key == columns.messages and key != columns.prompt and chat[-1]["role"] == "assistant":
+    if key == columns.messages and chat[-1]["role"] == "assistant":
         chat, completion = chat[:-1], chat[-1]["content"]  # a full conversation: SFT's target is its last turn
         if not chat:
             raise ValueError(f"field {key!r} has only an assistant turn; it needs a prompt before it")
@@ -166,6 +168,9 @@ def example_from_row(row: Any, where: str, columns: ColumnMap = ColumnMap()) -> 
         raise ValueError(f"field {answer_key or 'answer'!r} must be a solution ending in '#### <number>'")
     if columns.completion in row and row[columns.completion] is not None:
         completion = _completion(row[columns.completion], columns.completion)
-    used = {prompt_key, answer_key, columns.completion}
-    extra = {k: v for k, v in row.items() if k not in used}
+    elif completion is None and prompt_key != columns.messages and isinstance(row.get(columns.messages), list):
+        chat = _chat(row[columns.messages], columns.messages)  # prompt + messages (ultrachat's shape): SFT's
+        completion = chat[-1]["content"] if chat[-1]["role"] == "assistant" else None  # target is the last turn
+    used = {prompt_key, columns.completion} | ({"answer"} if answer_key == "answer" else set())
+    extra = {k: v for k, v in row.items() if k not in used}  # a renamed gold column also keeps its own name
     return Example(question, reasoning, answer, where, messages, completion, extra)

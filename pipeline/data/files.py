@@ -5,6 +5,7 @@ Every row comes with its location (``file:line``, ``file:row N``, ``hub:split:in
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,17 @@ def is_local(name: str) -> bool:
     return Path(name).exists() or Path(name).suffix in FILE_TYPES
 
 
-def split_file(folder: Path, split: str) -> Path | None:
-    """The file of ``split`` in a folder: ``{split}.jsonl|json|csv|parquet`` (or ``{split}-*`` shards' first)."""
+def split_files(folder: Path, split: str) -> list[Path]:
+    """The files of ``split`` in a folder: ``{split}.jsonl|json|csv|parquet``, or every ``{split}-*`` shard
+    (a downloaded hub snapshot's ``train-00000-of-00003.parquet`` ...), in order."""
     for suffix in FILE_TYPES:
         if (folder / f"{split}{suffix}").is_file():
-            return folder / f"{split}{suffix}"
-    shards = sorted(p for suffix in FILE_TYPES for p in folder.glob(f"{split}-*{suffix}"))
-    return shards[0] if shards else None
+            return [folder / f"{split}{suffix}"]
+    for sub in (folder, folder / "data"):
+        shards = sorted(p for suffix in FILE_TYPES for p in sub.glob(f"{split}-*{suffix}"))
+        if shards:
+            return shards
+    return []
 
 
 def read_file(path: Path) -> list[tuple[str, Any]]:
@@ -55,9 +60,19 @@ def read_file(path: Path) -> list[tuple[str, Any]]:
         if not isinstance(data, list):
             raise DataError(f"{path}: a JSON dataset must be a list of row objects (or {{'data': [...]}})")
         return [(f"{path}:row {i + 1}", row) for i, row in enumerate(data)]
-    from datasets import load_dataset  # CSV and Parquet through datasets' readers
+    if path.suffix == ".csv":  # cells stay text ("0042" keeps its zeros, "2" is not 2.0); a reward parses numbers
+        with path.open(encoding="utf-8", newline="") as handle:
+            try:
+                return [(f"{path}:row {i + 1}", dict(row)) for i, row in enumerate(csv.DictReader(handle))]
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise DataError(f"{path}: cannot read it as csv ({exc}); check the file") from None
+    from datasets import load_dataset  # Parquet through datasets' reader
 
-    dataset = load_dataset(FILE_TYPES[path.suffix], data_files=str(path), split="train")
+    try:
+        dataset = load_dataset(FILE_TYPES[path.suffix], data_files=str(path), split="train")
+    except Exception as exc:  # noqa: BLE001 - datasets and pyarrow raise many types for one unreadable file
+        raise DataError(f"{path}: cannot read it as {path.suffix[1:]} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); check the file") from None
     return [(f"{path}:row {i + 1}", row) for i, row in enumerate(dataset)]
 
 
@@ -66,8 +81,8 @@ def read_local(name: str, split: str) -> list[tuple[str, Any]] | None:
     folder has no file for ``split``."""
     path = Path(name)
     if path.is_dir():
-        found = split_file(path, split)
-        return read_file(found) if found else None
+        found = split_files(path, split)
+        return [row for shard in found for row in read_file(shard)] if found else None
     if not path.exists():
         raise DataError(f"{path}: dataset file not found; give a JSONL/JSON/CSV/Parquet file, a folder of "
                         f"{split}.jsonl (or .json/.csv/.parquet) files, 'bundled', or a hub dataset id")

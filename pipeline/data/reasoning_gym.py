@@ -49,6 +49,9 @@ def task_config(task: str, options: dict[str, Any], level: int | None) -> dict[s
             raise DataError(f"option --dataset_level: reasoning-gym's {task!r} has no difficulty curriculum; "
                             "set its options in --dataset_options instead")
         curriculum = create_curriculum(task)
+        top = max(len(attr.levels) for attr in curriculum.attributes.values()) - 1
+        if level > top:
+            raise DataError(f"option --dataset_level: {task!r}'s curriculum has levels 0 to {top}, got {level}")
         curriculum.set_global_level(level)
         generated = curriculum.generate_configuration()
         config = {f.name: getattr(generated, f.name) for f in dataclasses.fields(generated)}
@@ -63,7 +66,7 @@ def task_config(task: str, options: dict[str, Any], level: int | None) -> dict[s
 
 def generate_rows(name: str, *, size: int, seed: int, options: dict[str, Any] | None = None,
                   weights: list[float] | None = None, level: int | None = None,
-                  exclude: set[str] = frozenset()) -> list[tuple[str, dict[str, Any]]]:
+                  exclude: set[str] = frozenset(), purpose: str = "--dataset_size") -> list[tuple[str, dict[str, Any]]]:
     """``size`` generated problems as (location, row) pairs, skipping questions in ``exclude``.
 
     Several tasks: ``options`` maps each task to its options, ``weights`` gives their shares.
@@ -79,6 +82,7 @@ def generate_rows(name: str, *, size: int, seed: int, options: dict[str, Any] | 
         raise DataError(f"option --dataset_weights: {len(weights)} weights for {len(tasks)} tasks")
     per_task = {t: task_config(t, options.get(t, {}) if len(tasks) > 1 else options, level) for t in tasks}
     rows: list[tuple[str, dict[str, Any]]] = []
+    seen = set(exclude)  # no duplicates within the set either
     attempt = 0
     while len(rows) < size and attempt < 4:  # a few more rounds when excluded questions are dropped
         round_seed = seed + attempt * 7919
@@ -93,13 +97,13 @@ def generate_rows(name: str, *, size: int, seed: int, options: dict[str, Any] | 
         for index, entry in enumerate(dataset):
             if len(rows) == size:
                 break
-            if entry["question"] in exclude:
+            if entry["question"] in seen:
                 continue
-            exclude = exclude | {entry["question"]}  # no duplicates within the set either
+            seen.add(entry["question"])
             rows.append((f"{name}:seed {round_seed}:{index}",
                          {"prompt": entry["question"], "answer": entry["answer"], "metadata": entry["metadata"]}))
         attempt += 1
     if len(rows) < size:
-        raise DataError(f"--dataset_name {name}: only {len(rows)} distinct problems for size {size}; the task's "
-                        "options allow too few, so ask for fewer or widen the options")
+        raise DataError(f"--dataset_name {name}: only {len(rows)} distinct problems for {purpose} {size}; the task's "
+                        "options allow too few: ask for fewer, or widen the options")
     return rows

@@ -98,7 +98,9 @@ def _generated(data_args) -> DataSplits:
         return DataSplits(train, *_eval_from(data_args), [], _eval_label(data_args))
     eval_size = data_args.eval_holdout_size or 200
     eval_rows = reasoning_gym.generate_rows(name, size=eval_size, seed=seed + reasoning_gym.EVAL_SEED_OFFSET,
-                                            exclude={row["prompt"] for _, row in train_rows}, **options)
+                                            exclude={row["prompt"] for _, row in train_rows},
+                                            purpose="--eval_holdout_size (held-out problems, none of them a "
+                                                    "training problem)", **options)
     held, _ = examples_from_rows(eval_rows, columns, skip_bad_rows=False, name=name)
     return DataSplits(train, held, f"{eval_size} problems generated with seed {seed + reasoning_gym.EVAL_SEED_OFFSET}, "
                                    f"none of them among the {size} training problems", [], f"{name}, held out")
@@ -119,7 +121,19 @@ def _eval_from(data_args) -> tuple[list[Example], str]:
 
 def load_splits(data_args, need_train: bool = True) -> DataSplits:
     """The training and evaluation problems of ``data_args`` (a ``DataArguments``). ``need_train=False``
-    (evaluation alone) skips the training rows where the evaluation rows do not depend on them."""
+    (evaluation alone) skips the training rows where the evaluation rows do not depend on them.
+
+    Raises DataError when a row would be both trained on and evaluated on."""
+    splits = _load_splits(data_args, need_train)
+    shared = {e.source for e in splits.train} & {e.source for e in splits.eval}
+    if shared:
+        raise DataError(f"{sorted(shared)[0]}: this row (and {len(shared) - 1} more) is both a training and an "
+                        f"evaluation row ({splits.eval_note}); give --eval_dataset_name another file, or leave it "
+                        "unset to hold rows out")
+    return splits
+
+
+def _load_splits(data_args, need_train: bool) -> DataSplits:
     name = data_args.dataset_name
     if reasoning_gym.is_reasoning_gym(name):
         return _generated(data_args)
@@ -190,6 +204,9 @@ def split_stages(examples: list[Example], grpo_size: int, seed: int) -> tuple[li
 def stage_examples(data_args, stage: str) -> tuple[list[Example], list[Example], dict[str, Any]]:
     """This stage's training problems ("sft" or "grpo"), the evaluation problems, and a record of both
     for the run folder (``data_split.json``)."""
+    if data_args.train_split == data_args.eval_split and not data_args.eval_dataset_name:
+        raise DataError(f"option --train_split: {data_args.train_split!r} is the evaluation split too; the "
+                        "evaluation split is never trained on")
     splits = data_args.load_splits()
     grpo_size = grpo_holdout(data_args)
     sft_part, grpo_part = split_stages(splits.train, grpo_size, data_args.split_seed)

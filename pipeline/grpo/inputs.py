@@ -3,6 +3,7 @@ weights, the GSM8K problems, and which problems each step uses."""
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import random
 from pathlib import Path
@@ -18,7 +19,9 @@ from pipeline.grpo.state import GRPOState
 from rewards import load_reward
 
 LOOP_KWARGS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric")  # not columns
-NUMERIC_REWARDS = ("accuracy", "exact_match", "digit_match")  # they read the gold answer as a number
+NUMERIC_REWARDS = ("accuracy", "digit_match")  # they read the gold answer as a number
+EXTRAS = {"reasoning_gym": "reasoning_gym", "math_verify": "math_verify"}  # reward -> the library it needs
+RESERVED_COLUMNS = ("reward_funcs", "names", "weights", "timeout", "faults", "async_loop", "fn", "name")
 
 
 def reward_functions(args: GRPOArguments, template: PromptTemplate) -> list[Any]:
@@ -92,14 +95,22 @@ def check_reward_columns(reward_funcs: list[Any], names: list[str], examples: li
     from rewards.parsing import GoldAnswerError, parse_gold_answer
 
     columns = reward_columns(examples)
+    clash = next((c for c in columns if c in RESERVED_COLUMNS), None)
+    if clash is not None:
+        raise DataError(f"{examples[0].source}: the column {clash!r} has a name the reward call uses itself; rename "
+                        f"the column (reserved: {', '.join(RESERVED_COLUMNS)})")
+    for name in names:
+        if name in EXTRAS and importlib.util.find_spec(EXTRAS[name]) is None:
+            raise ConfigError(f"option --reward_funcs: {name} needs the {EXTRAS[name]} package: "
+                              "pip install -e '.[reasoning]' (make install does)")
     for fn, name in zip(reward_funcs, names):
         params = inspect.signature(fn).parameters.values()
         needed = [p.name for p in params if p.default is inspect.Parameter.empty and p.name not in LOOP_KWARGS
                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         for column in needed:
             if column not in columns:
-                raise ConfigError(f"option --reward_funcs: {name} needs the column {column!r}, but the rows of "
-                                  f"{examples[0].source.rsplit(':', 1)[0]} have {', '.join(columns) or 'none'}; "
+                raise ConfigError(f"option --reward_funcs: {name} needs the column {column!r}, but the rows (first: "
+                                  f"{examples[0].source}) have {', '.join(columns) or 'none'}; "
                                   "map it with --answer_field, or choose another reward")
             lacking = next((e for e, value in zip(examples, columns[column]) if value is None), None)
             if lacking is not None:

@@ -56,7 +56,7 @@ CASES = [
     (["--reward_funcs", "reasoning_gym"], "error: option --reward_funcs: reasoning_gym needs the column 'metadata'"),
     (["--dataset_name", "{root}/text_answer.jsonl", "--eval_dataset_name", "{root}/ok", "--grpo_holdout_size", "0"],
      "error: {root}/text_answer.jsonl:2: gold answer 'two' is not one number"),
-    (["--train_split", "test"], "error: option --train_split: is the evaluation split 'test' too"),
+    (["--train_split", "test"], "error: option --train_split: 'test' is the evaluation split too"),
     (["--epsilon_low", "-0.1"], "error: option --epsilon_low: must be >= 0 (inf: no lower clip), got -0.1"),
     (["--config", "{root}/missing.yaml"], "error: --config {root}/missing.yaml: file not found"),
     (["--vllm_importance_sampling_clip_min", "5"],
@@ -68,16 +68,46 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("extra, expected", CASES, ids=[" ".join(c[0])[:40] for c in CASES])
-def test_bad_input_fails_up_front_with_one_line(inputs, extra, expected):
+AS_A_USER_RUNS_IT = {0, 13, 15}  # these cases also run as a subprocess, exactly as typed; the rest in this process
+
+
+def run_in_process(args: list[str], capsys) -> tuple[int, str]:
+    """scripts/train_grpo.py's entry (run_script(main, ...)) in this process: the same parsing, checks and
+    exit status as the command line, without a second interpreter's start-up for each of the cases."""
+    import importlib.util
+
+    from pipeline.config import run_script
+
+    spec = importlib.util.spec_from_file_location("train_grpo_script", ROOT / "scripts" / "train_grpo.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    argv = sys.argv
+    sys.argv = ["train_grpo.py", *args]
+    try:
+        run_script(script.main, script.CONFIG_TYPES, description=script.__doc__)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        sys.argv = argv
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[" ".join(c[0])[:40] for c in CASES])
+def test_bad_input_fails_up_front_with_one_line(inputs, index, capsys):
     root, model = inputs
+    extra, expected = CASES[index]
     base = ["--model_name_or_path", str(model), "--dataset_name", str(root / "ok"), "--grpo_holdout_size", "4",
             "--output_dir", str(root / "run"), "--max_steps", "1"]
     extra = [a.replace("{root}", str(root)) for a in extra]
-    result = subprocess.run([sys.executable, "scripts/train_grpo.py", *base, *extra], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
-    last = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert last.startswith(expected.replace("{root}", str(root))), last
-    assert "Loading weights" not in result.stderr and "Traceback" not in result.stderr
+    outcomes = [run_in_process([*base, *extra], capsys)]
+    if index in AS_A_USER_RUNS_IT:
+        done = subprocess.run([sys.executable, "scripts/train_grpo.py", *base, *extra], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        outcomes.append((done.returncode, done.stderr))
+    for code, stderr in outcomes:
+        last = stderr.strip().splitlines()[-1]
+        assert code == 2, stderr[-2000:]
+        assert last.startswith(expected.replace("{root}", str(root))), last
+        assert "Loading weights" not in stderr and "Traceback" not in stderr
     assert not (root / "run" / "checkpoints").exists()

@@ -58,12 +58,62 @@ def test_conversational_prompt_extra_columns_and_answer_types(tmp_path):
     assert first.reward_completion("2") == [{"role": "assistant", "content": "2"}]
 
 
-def test_plain_text_prompts_reach_rewards_as_text(tmp_path):
+def test_plain_text_prompts_reach_rewards_as_the_chat_the_model_saw(tmp_path):
+    """The model is prompted through its chat template, so rewards get that conversation and assistant-message
+    completions, as TRL passes a conversational row (and as our TRL backend, given the same messages, does)."""
     path = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": f"{i} + 1?", "answer": i + 1} for i in range(5)])
     example = DataArguments(dataset_name=str(path), eval_holdout_size=1).load_splits().train[0]
     template = get_template("answer")
-    assert example.reward_prompt(template) == example.question and example.reward_completion("x") == "x"
-    assert example.prompt_messages(template)[0]["content"] == template.system_prompt  # the template wraps it
+    assert example.reward_prompt(template) == [{"role": "system", "content": template.system_prompt},
+                                               {"role": "user", "content": example.question}]
+    assert example.reward_completion("x") == [{"role": "assistant", "content": "x"}]
+
+
+def test_a_renamed_gold_column_reaches_rewards_under_both_names(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [{"problem": "1+1?", "solution": "2"}] * 3)
+    example = DataArguments(dataset_name=str(path), prompt_field="problem", answer_field="solution",
+                            eval_holdout_size=1).load_splits().train[0]
+    assert example.reward_columns() == {"answer": "2", "solution": "2"}  # TRL's accuracy_reward reads `solution`
+
+
+def test_prompt_and_messages_columns_train_sft_on_the_conversation(tmp_path):
+    """ultrachat's shape: a prompt column and the whole conversation in messages."""
+    rows = [{"prompt": f"Say {i}", "prompt_id": str(i), "messages": [{"role": "user", "content": f"Say {i}"},
+                                                                    {"role": "assistant", "content": f"{i}!"}]}
+            for i in range(4)]
+    path = write_jsonl(tmp_path / "uc.jsonl", rows)
+    for prompt_field in ("auto", "messages"):
+        examples, _, _ = stage_examples(DataArguments(dataset_name=str(path), prompt_field=prompt_field,
+                                                      eval_holdout_size=1), "sft")
+        index = int(examples[0].question.split()[-1])
+        assert sft_record(examples[0], get_template("reasoning"))["completion"][0]["content"] == f"{index}!"
+
+
+def test_the_same_file_for_training_and_evaluation_is_refused(tmp_path):
+    path = write_jsonl(tmp_path / "mine.jsonl", conversational_rows(6))
+    with pytest.raises(DataError, match="is both a training and an evaluation row"):
+        DataArguments(dataset_name=str(path), eval_dataset_name=str(path)).load_splits()
+
+
+def test_every_shard_of_a_split_is_read(tmp_path):
+    from datasets import Dataset
+
+    for shard in range(3):
+        rows = [{"prompt": f"{shard}-{i}", "answer": i} for i in range(4)]
+        Dataset.from_list(rows).to_parquet(str(tmp_path / f"train-0000{shard}-of-00003.parquet"))
+    write_jsonl(tmp_path / "test.jsonl", [{"prompt": "t", "answer": 1}])
+    assert len(DataArguments(dataset_name=str(tmp_path)).load_splits().train) == 12
+
+
+def test_csv_cells_stay_text_and_an_unreadable_file_is_one_line(tmp_path):
+    (tmp_path / "a.csv").write_text("prompt,answer\nx,0042\ny,2\nz,2.50\n")
+    answers = sorted(e.answer for e in DataArguments(dataset_name=str(tmp_path / "a.csv"),
+                                                     eval_dataset_name=str(tmp_path / "a.csv")).load_splits(
+        need_train=False).eval)  # evaluation alone: the training rows are not read
+    assert answers == ["0042", "2", "2.50"]
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(DataError, match="bad.parquet: cannot read it as parquet"):
+        DataArguments(dataset_name=str(tmp_path / "bad.parquet")).load_splits()
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
@@ -80,7 +130,7 @@ def test_csv_parquet_and_json_files(tmp_path, suffix):
                            eval_holdout_size=2).load_splits()
     examples = sorted(splits.train + splits.eval, key=lambda e: e.question)
     assert [e.question for e in examples] == [r["problem"] for r in rows]
-    assert [str(e.answer) for e in examples] == [r["target"] for r in rows]
+    assert [e.answer for e in examples] == [r["target"] for r in rows]  # text in every format
     assert {str(e.columns["level"]) for e in examples} == {str(i) for i in range(6)}
     assert "row 1" in examples[0].source
 

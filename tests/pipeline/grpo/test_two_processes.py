@@ -7,16 +7,18 @@ import pytest
 import runs
 
 CASES = {
-    # option: (extra arguments of both runs, of the one-process run only, of the two-process run only)
-    "scale_rewards_batch": (["--scale_rewards", "batch", "--loss_type", "grpo"], [], []),
-    "normalize_then_sum": (["--multi_objective_aggregation", "normalize_then_sum", "--reward_funcs",
-                            "toy_rewards:text_length", "toy_rewards:even_length", "--reward_weights", "1", "2"], [], []),
+    # options: (extra arguments of both runs, of the one-process run only, of the two-process run only).
+    # Each case combines options that reduce across processes in different places (advantages, the entropy
+    # mask, the loss), so two launches cover six options.
     # The entropy threshold is taken over one micro-batch of every process: 4 rows each here, 8 in one process.
-    "top_entropy_quantile": (["--top_entropy_quantile", "0.5"], ["--micro_batch_size", "8"], ["--micro_batch_size", "4"]),
-    "adaptive_entropy": (["--use_adaptive_entropy", "true", "--entropy_coef", "0.01", "--entropy_coef_delta", "0.01",
-                          "--entropy_target", "5.0"], [], []),
-    "cispo": (["--loss_type", "cispo", "--num_iterations", "2"], [], []),
-    "vespo": (["--loss_type", "vespo", "--num_iterations", "2"], [], []),
+    "scale_rewards_batch+top_entropy_quantile+cispo": (
+        ["--scale_rewards", "batch", "--top_entropy_quantile", "0.5", "--loss_type", "cispo", "--num_iterations", "2"],
+        ["--micro_batch_size", "8"], ["--micro_batch_size", "4"]),
+    "normalize_then_sum+adaptive_entropy+vespo": (
+        ["--multi_objective_aggregation", "normalize_then_sum", "--reward_funcs", "toy_rewards:text_length",
+         "toy_rewards:even_length", "--reward_weights", "1", "2", "--use_adaptive_entropy", "true", "--entropy_coef",
+         "0.01", "--entropy_coef_delta", "0.01", "--entropy_target", "5.0", "--loss_type", "vespo",
+         "--num_iterations", "2"], [], []),
 }
 
 

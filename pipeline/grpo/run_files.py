@@ -117,12 +117,13 @@ def log_step(state: GRPOState, metrics: dict[str, Any], progress) -> None:
         append_jsonl(state.run_dir / METRICS_FILE, metrics)
         if state.args.report_to != "none":
             state.accelerator.log({k: v for k, v in metrics.items() if v is not None}, step=metrics["step"])
-        progress.set_postfix(reward=f"{metrics['reward'] or 0:.3f}", kl=f"{metrics['kl']:.4f}",
-                             len=f"{metrics['completion_length']:.0f}")
+        kl = {"kl": f"{metrics['kl']:.4f}"} if state.args.beta > 0 else {}  # beta 0: no KL term, none shown
+        progress.set_postfix(reward=f"{metrics['reward'] or 0:.3f}", **kl, len=f"{metrics['completion_length']:.0f}")
         if metrics["step"] % state.args.logging_steps == 0:
             accuracy = f", accuracy {metrics['accuracy']:.3f}" if metrics.get("accuracy") is not None else ""
-            logger.info("step %d: reward %.3f%s, kl %.4f, loss %.4f, %.1fs (generate %.1fs)", metrics["step"],
-                        metrics["reward"] or 0.0, accuracy, metrics["kl"], metrics["loss"], metrics["time/step"],
+            kl_text = f", kl {metrics['kl']:.4f}" if state.args.beta > 0 else ""
+            logger.info("step %d: reward %.3f%s%s, loss %.4f, %.1fs (generate %.1fs)", metrics["step"],
+                        metrics["reward"] or 0.0, accuracy, kl_text, metrics["loss"], metrics["time/step"],
                         metrics["time/generate"])
 
 

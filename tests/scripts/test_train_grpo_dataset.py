@@ -59,7 +59,8 @@ def test_trl_style_dataset_and_reward_run_unchanged_and_see_what_trl_passes(tiny
         assert call["difficulty"][0] == call["difficulty"][1]  # one value per completion: a group shares its row's
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all("mean_difficulty" in m for m in metrics)  # log_metric reached the step's metrics
-    assert "faults" not in done.stderr.lower() or "0 faults" in done.stderr.lower()
+    assert "reward 'my_rewards:concise'" not in done.stderr  # no value of the plug-in was lost to a fault
+    assert "step 1: reward" in done.stderr and ", kl " not in done.stderr and "kl=" not in done.stderr  # beta 0
 
     done = run_grpo(tiny_model_dir, user_dataset, tmp_path / "trl", theirs, "--backend", "trl")
     assert done.returncode == 0, done.stderr[-3000:]

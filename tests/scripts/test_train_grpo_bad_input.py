@@ -68,7 +68,7 @@ CASES = [
 ]
 
 
-AS_A_USER_RUNS_IT = {0, 13, 15}  # these cases also run as a subprocess, exactly as typed; the rest in this process
+AS_A_USER_RUNS_IT = {0, 15}  # these cases also run as a subprocess, exactly as typed; the rest in this process
 
 
 def run_in_process(args: list[str], capsys) -> tuple[int, str]:

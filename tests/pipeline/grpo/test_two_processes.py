@@ -16,7 +16,7 @@ CASES = {
     "top_entropy_quantile": (["--top_entropy_quantile", "0.5"], ["--micro_batch_size", "8"], ["--micro_batch_size", "4"]),
     "normalize_then_sum+adaptive_entropy+vespo": (
         ["--multi_objective_aggregation", "normalize_then_sum", "--reward_funcs", "toy_rewards:text_length",
-         "toy_rewards:even_length", "--reward_weights", "1", "2", "--use_adaptive_entropy", "true", "--entropy_coef",
+         "toy_rewards:even_length", "accuracy", "--reward_weights", "1", "2", "1", "--use_adaptive_entropy", "true", "--entropy_coef",
          "0.01", "--entropy_coef_delta", "0.01", "--entropy_target", "5.0", "--loss_type", "vespo",
          "--num_iterations", "2"], [], []),
 }

@@ -20,6 +20,11 @@ def is_local(name: str) -> bool:
     return Path(name).exists() or Path(name).suffix in FILE_TYPES
 
 
+def is_single_file(name: str) -> bool:
+    """A local file rather than a folder: one split, so evaluation rows must come from elsewhere or be held out."""
+    return is_local(name) and not Path(name).is_dir()
+
+
 def split_files(folder: Path, split: str) -> list[Path]:
     """The files of ``split`` in a folder: ``{split}.jsonl|json|csv|parquet``, or every ``{split}-*`` shard
     (a downloaded hub snapshot's ``train-00000-of-00003.parquet`` ...), in order."""

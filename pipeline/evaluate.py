@@ -263,8 +263,10 @@ def evaluate_gsm8k(
     progress = tqdm(total=len(examples), desc="evaluation", unit="problem", disable=not show_progress)
     for batch in _batches(list(zip(examples, prompts)), args.batch_size):
         batch_prompts = [p for _, p in batch]
+        shown = progress.n  # the greedy pass moves the bar a problem at a time, as each one finishes
         greedy = generate(model, tokenizer, batch_prompts, max_new_tokens=args.max_new_tokens, do_sample=False,
-                          finished_everywhere=finished_everywhere)
+                          finished_everywhere=finished_everywhere,
+                          rows_done=lambda done, start=shown: progress.update(start + done - progress.n))
         sampled = None
         if args.num_samples:
             sampled = generate(
@@ -284,7 +286,7 @@ def evaluate_gsm8k(
             if samples:
                 record["samples"] = [s.to_record(gold) for s in samples]
             records.append(record)
-        progress.update(len(batch))
+        progress.update(shown + len(batch) - progress.n)
     progress.close()
     seconds = time.perf_counter() - started
     summary = {

@@ -63,6 +63,7 @@ def generate(
     top_p: float = 1.0,
     num_return_sequences: int = 1,
     finished_everywhere=None,
+    rows_done=None,
 ) -> Generated:
     """Generate ``num_return_sequences`` completions for each prompt text (left-padded batch).
 
@@ -70,12 +71,13 @@ def generate(
     has finished), which gives ``generate``'s tokens faster; sampling uses ``generate``.
     ``finished_everywhere``: with sharded parameters, the collective stop test that keeps processes in step
     (greedy decoding; ``generate``'s own is ``synced_gpus``). See ``sample_groups``.
+    ``rows_done``: greedy decoding calls it with the number of prompts finished so far, as it grows.
     """
     from transformers import GenerationConfig
 
     eos_ids = eos_token_ids(model, tokenizer)
     if not do_sample and num_return_sequences == 1:
-        return _greedy(model, tokenizer, prompts, max_new_tokens, eos_ids, finished_everywhere)
+        return _greedy(model, tokenizer, prompts, max_new_tokens, eos_ids, finished_everywhere, rows_done)
     # Chat-templated prompts already hold their special tokens.
     encoded = tokenizer(prompts, padding=True, add_special_tokens=False)  # lists: tensors are made on the model's device
     batch = {key: torch.tensor(encoded[key], device=model.device) for key in ("input_ids", "attention_mask")}
@@ -102,13 +104,13 @@ def generate(
 
 
 def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, eos_ids: set[int],
-            finished_everywhere=None) -> Generated:
+            finished_everywhere=None, rows_done=None) -> Generated:
     from pipeline.grpo.sampling import SamplingParams, sample_groups
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
     params = SamplingParams(1, max_new_tokens, 0.0, 1.0, tuple(sorted(eos_ids)), pad)
     ids = [encode(tokenizer, p, model.device) for p in prompts]
-    completion_ids = sample_groups(model, ids, [0] * len(ids), params, finished_everywhere)  # [P, T]
+    completion_ids = sample_groups(model, ids, [0] * len(ids), params, finished_everywhere, rows_done)  # [P, T]
     lengths = completion_lengths(completion_ids, eos_ids).tolist()
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     return Generated(texts=[[t] for t in texts], num_tokens=[[n] for n in lengths])

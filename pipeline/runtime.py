@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -13,11 +14,40 @@ logger = logging.getLogger(__name__)
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
 
+# Deprecation notices that transformers raises on its own and TRL's calls (TrainingArguments' and PEFT's
+# gradient_checkpointing): not the user's to act on. Our own warnings are never filtered.
+LIBRARY_DEPRECATIONS = (r"`gradient_checkpointing` is deprecated", r"`is_gradient_checkpointing` is deprecated")
+
+
 def setup_logging(level: str | int = "INFO") -> None:
-    """Log to stderr with timestamps; quiet the chattiest third-party loggers."""
+    """Log to stderr with timestamps; quiet what is not the user's business (see ``quiet_libraries``)."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Quiet the libraries' own chatter on every run: weight-loading and shard-writing bars and dataset-map bars
+    (a hub download keeps its progress bar), transformers' internal deprecation notices, and DeepSpeed's "Setting
+    accelerator to CPU" on a machine without a GPU (its CPU accelerator is what it would pick). Training
+    progress, our warnings and the libraries' other warnings stay."""
+    import warnings
+
+    import torch
+
+    for message in LIBRARY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when datasets is imported
+    if "datasets" in sys.modules:  # imported already (TRL imports it)
+        sys.modules["datasets"].disable_progress_bars()
+    import huggingface_hub.utils
+    import transformers.utils.logging
+
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.enable_progress_bars()  # transformers turns the hub's off too: downloads keep theirs
 
 
 def seed_everything(seed: int) -> None:
@@ -33,7 +63,12 @@ def seed_everything(seed: int) -> None:
 
 class GracefulInterrupt:
     """Within ``with``: the first SIGINT/SIGTERM only sets ``requested`` so the loop can finish its
-    step and checkpoint; a second SIGINT interrupts at once. Handlers are restored on exit."""
+    step and checkpoint; a second SIGINT stops the process at once, at the cost of the step under way (and of
+    any step since the last checkpoint). Handlers are restored on exit.
+
+    The second SIGINT gets the operating system's default action, not a Python handler: Python runs its
+    handlers only between bytecodes, so a KeyboardInterrupt would wait for a backward pass of minutes to end.
+    """
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
@@ -44,9 +79,10 @@ class GracefulInterrupt:
     def _handle(self, signum, frame) -> None:
         import signal
 
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
+        logger.warning("%s: stopping after this step, with a checkpoint; Ctrl-C again stops at once (this step "
+                       "and any since the last checkpoint are lost)", self.requested)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     def __enter__(self) -> "GracefulInterrupt":
         import signal

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trl import SFTConfig
+
 from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
 from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.data import Example, PromptTemplate, get_template
@@ -45,6 +47,25 @@ class SFTScriptArguments(ValidatedConfig):
         require(self.eval_limit >= 0, "eval_limit", f"must be >= 0, got {self.eval_limit}")
         require(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         require(self.eval_max_new_tokens >= 1, "eval_max_new_tokens", f"must be >= 1, got {self.eval_max_new_tokens}")
+
+
+@dataclass
+class SFTTrainingArguments(SFTConfig):
+    """TRL's SFTConfig with defaults that fit the machine. Without a bf16-capable GPU, ``bf16`` left unset means
+    float32 (TRL's default, bf16, would stop on transformers' "doesn't support bf16/gpu" check), and without any
+    GPU training runs on the CPU (``use_cpu``); one log line says each. An explicit value is kept."""
+
+    def __post_init__(self) -> None:
+        import torch
+        from transformers.utils import is_torch_bf16_gpu_available
+
+        if self.bf16 is None and not self.fp16 and not is_torch_bf16_gpu_available():
+            self.bf16 = False
+            logger.info("no bf16-capable GPU: SFT trains in float32 (--bf16 true forces bf16)")
+        if not self.use_cpu and not torch.cuda.is_available():
+            self.use_cpu = True
+            logger.info("no GPU: SFT trains on the CPU (use_cpu true)")
+        super().__post_init__()
 
 
 def sft_record(example: Example, template: PromptTemplate, system_prompt: str | None = None) -> dict[str, Any]:

@@ -13,19 +13,17 @@ from __future__ import annotations
 import logging
 import sys
 
-from trl import SFTConfig
-
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import run_script
 from pipeline.evaluate import format_comparison
 from pipeline.runtime import end_process_group, setup_logging
-from pipeline.sft import SFTScriptArguments, run_sft
+from pipeline.sft import SFTScriptArguments, SFTTrainingArguments, run_sft
 
 logger = logging.getLogger("train_sft")
-CONFIG_TYPES = [SFTScriptArguments, SFTConfig, ModelArguments, DataArguments]
+CONFIG_TYPES = [SFTScriptArguments, SFTTrainingArguments, ModelArguments, DataArguments]
 
 
-def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelArguments, data_args: DataArguments):
+def main(script_args: SFTScriptArguments, training_args: SFTTrainingArguments, model_args: ModelArguments, data_args: DataArguments):
     summary = run_sft(script_args, training_args, model_args, data_args)
     if summary.get("interrupted"):
         print(f"Interrupted ({summary['interrupted']}): checkpoint of step {summary['train']['global_step']} saved in "

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from pipeline.classic.ppo import gae_advantages, make_value_function, normalised, value_loss
 from pipeline.config import ValidatedConfig, field_with_help, require
@@ -171,7 +172,8 @@ def train_cartpole(config: CartPoleConfig) -> dict:
     baseline = mean_greedy_return(None, config.eval_seeds)
     tracker = RunTracker(config.report_to, run_dir, "grpo-pipeline-cartpole", config.to_dict())
     history = []
-    for iteration in range(1, config.iterations + 1):
+    progress = tqdm(range(1, config.iterations + 1), desc="CartPole", unit="iteration")
+    for iteration in progress:
         started = time.perf_counter()
         observations, actions, mask, returns, advantages, targets = iteration_advantages(
             config, policy, critic, seed_stream, generator)  # advantages: [N] (grpo) or [N, T] (ppo)
@@ -196,6 +198,7 @@ def train_cartpole(config: CartPoleConfig) -> dict:
         if iteration % 10 == 0 or iteration == config.iterations:
             row["greedy_return"] = mean_greedy_return(policy, config.eval_seeds)
         history.append(row)
+        progress.set_postfix({"return": f"{row['return']:.1f}"})
         with (run_dir / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         tracker.log(row, step=iteration)

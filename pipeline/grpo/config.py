@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.grpo.advantages import MULTI_OBJECTIVE_AGGREGATIONS, SCALE_REWARDS
@@ -16,6 +17,17 @@ BACKENDS = ("ours", "trl")
 
 @dataclass
 class GRPOArguments(ValidatedConfig):
+    # TRL GRPOConfig names that mean something else here: refused in one line naming ours
+    foreign_options: ClassVar[dict[str, str]] = {
+        "per_device_train_batch_size": "a step samples prompts_per_step x num_generations completions; "
+                                       "micro_batch_size is how many go through one forward/backward",
+        "gradient_accumulation_steps": "micro_batch_size sets the accumulation (the generation batch is cut into "
+                                       "micro-batches) and steps_per_generation the optimizer steps per batch",
+        "num_train_epochs": "GRPO runs max_steps steps, each on fresh prompts",
+        "bf16": "use mixed_precision: bf16 (or accelerate launch --mixed_precision bf16)",
+        "fp16": "use mixed_precision: fp16 (or accelerate launch --mixed_precision fp16)",
+    }
+
     # --- run ---
     output_dir: str = field_with_help("runs/grpo", "Run folder: metrics.jsonl, samples.jsonl, checkpoints/, final/.")
     backend: str = field_with_help("ours", "Training loop: ours, or TRL's GRPOTrainer for cross-checks.", choices=BACKENDS)
@@ -76,6 +88,11 @@ class GRPOArguments(ValidatedConfig):
                "freshly sampled prompts, up to max_dynamic_sampling_rounds extra rounds per step.")
     max_dynamic_sampling_rounds: int = field_with_help(
         3, "Extra sampling rounds per step for dynamic_sampling (each samples as many prompts as the batch).")
+    skip_zero_advantage: bool = field_with_help(
+        False, "Leave completions whose advantage is 0 out of the training forward/backward: with beta 0 and no "
+               "entropy bonus they carry no gradient, so the update is the same (to float rounding) and a step "
+               "is faster by the share of groups whose rewards did not differ. Logged entropy and clip ratios "
+               "then cover the trained completions only. One process only.")
     max_reward_error_rate: float = field_with_help(
         0.25, "Stop (after a checkpoint) once a reward function has lost more than this fraction of its values.")
     # --- advantages and loss ---
@@ -121,8 +138,12 @@ class GRPOArguments(ValidatedConfig):
     vespo_k_neg: float = field_with_help(3.0, "vespo: Gamma weight exponent k for A < 0.")
     vespo_lambda_neg: float = field_with_help(2.0, "vespo: Gamma weight decay lambda for A < 0.")
     beta: float = field_with_help(0.04, "KL coefficient against the reference (the SFT policy); 0 loads no reference.")
-    kl_importance_correction: bool = field_with_help(False, "Multiply the per-token KL by the importance ratio (TRL's use_bias_correction_kl).")
-    epsilon_low: float = field_with_help(0.2, "Ratio clipped below at 1 - epsilon_low (>= 1, e.g. inf: no lower clip).")
+    kl_importance_correction: bool = field_with_help(
+        False, "Multiply the per-token KL by the importance ratio (TRL's use_bias_correction_kl, also accepted; "
+               "TRL defaults it to true, this project to false).", aliases=["use_bias_correction_kl"])
+    epsilon_low: float = field_with_help(
+        0.2, "Ratio clipped below at 1 - epsilon_low (>= 1, e.g. inf: no lower clip). TRL's --epsilon, also "
+             "accepted, sets only this one here: epsilon_high keeps its own value.", aliases=["epsilon"])
     epsilon_high: float = field_with_help(0.28, "Ratio clipped above at 1 + epsilon_high (clip-higher; inf: no upper clip).")
     # --- optimiser ---
     learning_rate: float = field_with_help(1e-5, "AdamW learning rate.")
@@ -207,6 +228,12 @@ class GRPOArguments(ValidatedConfig):
         require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps", f"must be >= 1, got {self.max_nonfinite_steps}")
         require(self.max_dynamic_sampling_rounds >= 0, "max_dynamic_sampling_rounds",
                 f"must be >= 0, got {self.max_dynamic_sampling_rounds}")
+        if self.skip_zero_advantage:  # each is a gradient that does not vanish with the advantage
+            require(self.beta == 0, "skip_zero_advantage", f"needs beta 0 (the KL term acts on every completion), got beta {self.beta}")
+            require(self.entropy_coef == 0 and not self.use_adaptive_entropy, "skip_zero_advantage",
+                    "does not combine with an entropy bonus (entropy_coef, use_adaptive_entropy): it acts on every completion")
+            require(self.top_entropy_quantile == 1.0, "skip_zero_advantage",
+                    "does not combine with top_entropy_quantile < 1: its threshold is taken over every completion's tokens")
         require(self.logps_chunk_size >= 1, "logps_chunk_size", f"must be >= 1, got {self.logps_chunk_size}")
         for name in ("save_steps", "eval_steps", "eval_limit", "warmup_steps"):
             require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
@@ -222,6 +249,8 @@ class GRPOArguments(ValidatedConfig):
 
     def check_processes(self, num_processes: int) -> None:
         """Checks that need the process count (known only once accelerate has started)."""
+        require(not self.skip_zero_advantage or num_processes == 1, "skip_zero_advantage",
+                f"runs in a single training process for now (processes would run unequal passes), not {num_processes}")
         require(not self.use_vllm or num_processes == 1, "use_vllm",
                 f"runs one colocated engine in a single training process for now, not {num_processes}")
         require(self.prompts_per_step % num_processes == 0, "prompts_per_step",

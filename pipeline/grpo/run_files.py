@@ -65,7 +65,7 @@ def evaluate_policy(state: GRPOState, test_examples: list[Example], tag: str) ->
         records, summary = evaluate_gsm8k(model, state.tokenizer, test_examples, state.template, eval_args,
                                           system_prompt=state.system_prompt, model_name=f"grpo@{tag}",
                                           split_name=state.eval_label,
-                                          show_progress=False, finished_everywhere=state.finished_everywhere)
+                                          show_progress=main, finished_everywhere=state.finished_everywhere)
     if main:
         write_results(state.run_dir / "eval" / tag, records, summary)
     return summary

@@ -13,6 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+# transformers renamed ``past_key_values`` to ``cache`` (inputs and outputs) and warns on the old name; the
+# new name is used where this transformers has it (an unknown keyword would be dropped silently: no cache).
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,8 @@ def _draw(logits: torch.Tensor, params: SamplingParams, generators: list[torch.G
 
 @torch.no_grad()
 def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: SamplingParams,
-                  finished_everywhere: Callable[[bool], bool] | None = None) -> torch.Tensor:
+                  finished_everywhere: Callable[[bool], bool] | None = None,
+                  rows_done: Callable[[int], None] | None = None) -> torch.Tensor:
     """G sampled completions for each prompt, groups contiguous: [P * G, T] with T <= max_new_tokens.
 
     prompts: P rows of token ids (any lengths); seeds: one per prompt. After a row's first EOS it holds
@@ -82,6 +88,7 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
     finished_everywhere: with parameters sharded over processes (ZeRO-3, FSDP) every process must run the
     same forward passes; this collective stop test (this process finished -> all have) keeps them in step,
     and finished groups then stay in the batch, so that no process decodes an empty one.
+    rows_done: called with the number of rows finished so far whenever it grows (progress per completion).
     """
     from transformers import DynamicCache, StaticCache
 
@@ -90,8 +97,8 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
     with torch.device(device):  # the caches make their counters on the default device
         prefill_cache = DynamicCache(config=model.config)
         cache = StaticCache(config=model.config, max_cache_len=ids.size(1) + params.max_new_tokens)
-    prefill = model(input_ids=ids, attention_mask=mask, past_key_values=prefill_cache, use_cache=True, logits_to_keep=1)
-    for static_layer, prompt_layer in zip(cache.layers, prefill.past_key_values.layers):
+    prefill = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **{CACHE_NAME: prefill_cache})
+    for static_layer, prompt_layer in zip(cache.layers, getattr(prefill, CACHE_NAME).layers):
         static_layer.update(prompt_layer.keys.repeat_interleave(G, 0), prompt_layer.values.repeat_interleave(G, 0))
     rows = ids.size(0) * G
     # The whole cache width is attendable except the prompts' left padding; causality hides the future.
@@ -105,11 +112,16 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
     # decode loop queues work without waiting.
     check_every = 1 if device.type == "cpu" else 8
     logits = prefill.logits[:, -1].repeat_interleave(G, 0)  # [P * G, V]
+    reported = 0  # rows reported finished to rows_done
     for t in range(params.max_new_tokens):
         next_tokens = torch.where(finished, params.pad_token_id, _draw(logits, params, generators))  # [rows]
         tokens[row_index, t] = next_tokens
         finished |= torch.isin(next_tokens, eos)
         check = (t + 1) % check_every == 0
+        if rows_done is not None and check:
+            done = rows - row_index.numel() + int(finished.sum())  # rows dropped from the batch had finished
+            if done > reported:
+                rows_done(reported := done)
         if t + 1 == params.max_new_tokens or (check and _all_finished(finished, finished_everywhere)):
             break
         if check and finished_everywhere is None:  # in step, groups stay: no process decodes an empty batch
@@ -120,8 +132,10 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
                 row_index, finished, next_tokens = row_index[keep_rows], finished[keep_rows], next_tokens[keep_rows]
                 attention_mask = attention_mask[keep_rows]
                 _drop_cache_rows(cache, keep_rows)
-        logits = model(input_ids=next_tokens[:, None], attention_mask=attention_mask, past_key_values=cache,
-                       use_cache=True).logits[:, -1]  # [rows, V]
+        logits = model(input_ids=next_tokens[:, None], attention_mask=attention_mask, use_cache=True,
+                       **{CACHE_NAME: cache}).logits[:, -1]  # [rows, V]
+    if rows_done is not None and reported < rows:  # the cap ended the rest
+        rows_done(rows)
     return tokens[:, : t + 1]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ class GRPOState:
     reward_log: RewardLog = field(default_factory=lambda: RewardLog())  # TRL's log_extra / log_metric callbacks
     eval_label: str = "held-out problems"  # what the evaluation problems are, for its tables
     finished_everywhere: Any | None = None  # sharded parameters: the decoders' collective stop test (in step)
+    show_phase: Callable[[str], None] = lambda phase: None  # what the step is doing now, for the progress bar
 
     @property
     def policy(self):

@@ -73,7 +73,10 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
     model = load_model(model_args, device=accelerator.device, merge_adapter=True)  # an SFT adapter: the start
     ref_model = None
     if args.gradient_checkpointing:  # before LoRA, so peft sees it; non-reentrant needs no input grads
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers' new name (the old one warns)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if model_args.use_peft:
         model = add_lora(model, model_args)
     elif args.beta > 0:
@@ -259,8 +262,10 @@ def run_step(state: GRPOState) -> dict[str, float]:
     torch.manual_seed(group_seed(state.args.seed, state.step, 10**9 + state.accelerator.process_index))  # dropout
     batch = local_prompts(state, state.step)
     t0 = time.perf_counter()
+    state.show_phase("generating")
     rollout = generate(state, batch, ignore_eos=state.args.ignore_eos)
     t1 = time.perf_counter()
+    state.show_phase("scoring")
     rewards, breakdown = score(state, rollout, batch)
     resampling: dict[str, float] = {}
     if state.args.dynamic_sampling:  # time/score then includes the extra rounds' generation
@@ -272,6 +277,8 @@ def run_step(state: GRPOState) -> dict[str, float]:
         batch, rollout, rewards, breakdown = kept.batch, kept.rollout, kept.rewards, kept.breakdown
     advantages = process_advantages(state.accelerator, state.args, rewards, breakdown, rollout.group_size)
     t2 = time.perf_counter()
+    if state.args.beta > 0 or state.args.num_iterations * state.args.steps_per_generation > 1:
+        state.show_phase("reference log-probs")
     old, ref = reference_logps(state, rollout)
     t3 = time.perf_counter()
     train = train_with_retry(state, rollout, advantages.advantages, old, ref)
@@ -313,9 +320,11 @@ def _train(state: GRPOState, model_args: ModelArguments, test_examples) -> dict[
         summary["eval_before"] = evaluate_policy(state, test_examples, "step-0")
     progress = tqdm(total=args.max_steps, initial=state.step, desc="GRPO", unit="step",
                     disable=not state.accelerator.is_main_process)
+    state.show_phase = lambda phase: progress.set_description(f"GRPO ({phase})")
     interrupt = GracefulInterrupt()
     with interrupt:
         summary["interrupted"] = _loop(state, test_examples, progress, interrupt)
+    state.show_phase("done")
     progress.close()
     if summary["interrupted"]:
         save(state)

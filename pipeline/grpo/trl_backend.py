@@ -68,6 +68,8 @@ def check_trl_backend(args: GRPOArguments, num_processes: int) -> None:
     batch it would cut differently, are refused, never dropped or shrunk."""
     require(not args.dynamic_sampling, "dynamic_sampling", "is this project's (TRL 1.16 has none); not with "
             "--backend trl")
+    require(not args.skip_zero_advantage, "skip_zero_advantage", "is this project's (TRL 1.16 has none); not "
+            "with --backend trl")
     generation = args.prompts_per_step * args.num_generations
     require(generation % (num_processes * args.steps_per_generation) == 0, "prompts_per_step",
             f"--backend trl: the {generation} completions of a step do not split over {num_processes} processes "

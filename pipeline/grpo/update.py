@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -66,8 +67,28 @@ def entropy_controller(args) -> EntropyController | None:
                              args.entropy_coef_max)
 
 
-def _micro_batches(rows: range, size: int) -> list[slice]:
+def _micro_batches(rows: range | torch.Tensor, size: int) -> list[slice] | list[torch.Tensor]:
+    """Consecutive micro-batches of ``rows``: slices of a range, or chunks of a tensor of row indices."""
+    if isinstance(rows, torch.Tensor):
+        return list(rows.split(size))
     return [slice(start, min(start + size, rows.stop)) for start in range(rows.start, rows.stop, size)]
+
+
+def _trained_rows(rows: range, advantages: torch.Tensor, skip_zero_advantage: bool) -> range | torch.Tensor:
+    """The update's rows that go through the forward/backward: all of them, or (skip_zero_advantage) the
+    indices of those with a non-zero advantage. At least one row is kept, so that every trainable parameter
+    still gets a (zero) gradient and AdamW's step, momentum included, is the one the full update makes.
+
+    >>> _trained_rows(range(2, 6), torch.tensor([9.0, 9.0, 0.0, 0.5, 0.0, -0.5]), True).tolist()
+    [3, 5]
+    >>> _trained_rows(range(0, 2), torch.tensor([0.0, 0.0, 1.0]), True).tolist()
+    [0]
+    """
+    if not skip_zero_advantage:
+        return rows
+    part = advantages[rows.start : rows.stop]  # [n] or [n, T]
+    kept = part.reshape(len(rows), -1).ne(0).any(dim=1).nonzero().flatten() + rows.start  # [k]
+    return kept if kept.numel() else torch.tensor([rows.start])
 
 
 def _entropy_mask(acc, entropy: torch.Tensor, mask: torch.Tensor, objective) -> torch.Tensor | None:
@@ -126,12 +147,14 @@ def train_on_rollout(state, rollout, advantages: torch.Tensor, old: torch.Tensor
     sums: dict[str, float] = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "entropy": 0.0,
                               "grad_norm": 0.0, "skipped_updates": 0.0}
     model.train()
-    for _ in range(args.num_iterations):
-        for update_rows in updates:
+    for iteration in range(args.num_iterations):
+        for part, update_rows in enumerate(updates):
+            state.show_phase(f"update {iteration * len(updates) + part + 1}/{total_updates}")
             objective = base_objective
             if state.entropy_controller is not None:
                 objective = replace(base_objective, entropy_coef=state.entropy_controller.applied())
-            slices = _micro_batches(update_rows, state.micro_batch_size)
+            slices = _micro_batches(_trained_rows(update_rows, advantages, args.skip_zero_advantage),
+                                    state.micro_batch_size)
             normalizer = LossNormalizer(len(slices), tokens_per_update, args.max_completion_length)
             window = [0.0, 0.0]  # entropy sum and token count over the update's (selected) tokens
             update_loss = 0.0  # this update's own loss: whether it is finite decides this update alone
@@ -227,7 +250,9 @@ def _optimizer_step(state, sums: dict[str, float], update_loss: float, total_upd
             state.optimizer.step()
     if applied:
         state.updates_this_step += 1
-        state.scheduler.step()
+        with warnings.catch_warnings():  # after an fp16 overflow GradScaler skipped: torch reads it as out of order
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            state.scheduler.step()
     else:  # a NaN/inf loss or gradient: skip this update, keep the last good weights
         sums["skipped_updates"] += 1
         logger.warning("step %d: non-finite loss or gradient norm (%s); update skipped", state.step + 1, grad_norm)

@@ -136,3 +136,28 @@ def test_bad_config_value_fails_before_any_model_loads(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: option --batch_size: must be >= 1, got 0"
     assert "Loading weights" not in result.stderr
+
+
+@pytest.mark.parametrize("where", ["cli", "yaml"])
+def test_trls_grpo_names_work_where_they_mean_the_same(tmp_path, where):
+    """TRL's --epsilon is epsilon_low (epsilon_high keeps its 0.28) and use_bias_correction_kl is
+    kl_importance_correction, on the command line and in a YAML file alike."""
+    from pipeline.grpo.config import GRPOArguments
+
+    args = ["--epsilon", "0.1", "--use_bias_correction_kl", "true"]
+    if where == "yaml":
+        args = ["--config", write(tmp_path, "epsilon: 0.1\nuse_bias_correction_kl: true\n")]
+    (grpo,) = parse_config([GRPOArguments], args)
+    assert (grpo.epsilon_low, grpo.epsilon_high, grpo.kl_importance_correction) == (0.1, 0.28, True)
+
+
+@pytest.mark.parametrize("option, ours", [("per_device_train_batch_size", "micro_batch_size"),
+                                          ("num_train_epochs", "max_steps"), ("bf16", "mixed_precision")])
+def test_trls_grpo_names_that_mean_something_else_are_refused_naming_ours(tmp_path, option, ours):
+    from pipeline.grpo.config import GRPOArguments
+
+    with pytest.raises(ConfigError, match=rf"^option --{option} is TRL's, not this project's: .*{ours}"):
+        parse_config([GRPOArguments], [f"--{option}", "1"])
+    path = write(tmp_path, f"{option}: 1\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(path)}: option '{option}' is TRL's, not this project's"):
+        parse_config([GRPOArguments], ["--config", path])

@@ -54,3 +54,72 @@ def test_no_warning_on_a_gpu_or_a_cpu_with_native_bf16(tmp_path, caplog):
         assert warn_if_cpu_bf16_is_slow("bf16: true", on_gpu=True, cpuinfo_path=avx2) is False
         assert warn_if_cpu_bf16_is_slow("bf16: true", on_gpu=False, cpuinfo_path=amx) is False
     assert caplog.records == []
+
+
+QUIET_PROBE = """
+import logging, sys, warnings
+from pipeline.runtime import setup_logging
+if sys.argv[3] == "quiet":
+    setup_logging()
+else:
+    logging.basicConfig()
+from transformers import AutoModelForCausalLM
+AutoModelForCausalLM.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])
+from deepspeed.accelerator import get_accelerator
+get_accelerator()
+warnings.warn("`gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+warnings.warn("a warning of ours", UserWarning)
+logging.getLogger("pipeline.probe").warning("a logged warning of ours")
+"""
+LIBRARY_CHATTER = ("Loading weights", "Writing model shards", "Setting accelerator to CPU", "`gradient_checkpointing`")
+
+
+def test_setup_logging_quiets_the_libraries_chatter_and_keeps_our_warnings(tiny_model_dir, tmp_path):
+    """What every run printed (weight-loading and shard-writing bars, DeepSpeed's accelerator notice on a CPU,
+    transformers' own deprecation notices) is gone after setup_logging; our warnings stay. Without it, the same
+    probe prints every one of them (so the probe can see them)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DS_ACCELERATOR", "HF_DATASETS_DISABLE_PROGRESS_BARS")}
+    probe = tmp_path / "probe.py"
+    probe.write_text(QUIET_PROBE)
+    stderr = {}
+    for mode in ("loud", "quiet"):
+        done = subprocess.run([sys.executable, str(probe), str(tiny_model_dir), str(tmp_path / mode), mode],
+                              capture_output=True, text=True, timeout=120, env=env, check=True)
+        stderr[mode] = done.stdout + done.stderr  # DeepSpeed logs to stdout
+    assert [c for c in LIBRARY_CHATTER if c in stderr["loud"]] == list(LIBRARY_CHATTER)
+    assert [c for c in LIBRARY_CHATTER if c in stderr["quiet"]] == [], stderr["quiet"]
+    assert "a warning of ours" in stderr["quiet"] and "a logged warning of ours" in stderr["quiet"]
+
+
+INTERRUPT_PROBE = """
+import os, signal, threading, torch
+from pipeline.runtime import GracefulInterrupt
+a = torch.randn(1200, 1200) / 40
+with GracefulInterrupt() as interrupt:
+    os.kill(os.getpid(), signal.SIGINT)  # the first: a stop at the next step boundary is requested
+    torch.linalg.matrix_power(a, 2)  # a few bytecodes, so that Python runs the handler
+    print("requested", interrupt.requested, flush=True)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    torch.linalg.matrix_power(a, 600)  # one long C call (seconds), as a backward pass is
+print("survived the second interrupt", flush=True)
+"""
+
+
+def test_a_second_ctrl_c_stops_at_once_even_inside_a_long_c_call(tmp_path):
+    """The first SIGINT only requests a stop (and says how to stop at once); the second, arriving while the
+    main thread is inside one long torch call, ends the process by the signal itself, without waiting for the
+    call to return (a Python KeyboardInterrupt would wait, then show a traceback)."""
+    import signal
+    import subprocess
+    import sys
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(INTERRUPT_PROBE)
+    done = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=300)
+    assert done.stdout == "requested SIGINT\n"
+    assert done.returncode == -signal.SIGINT, done.stderr[-2000:]
+    assert "Ctrl-C again stops at once" in done.stderr and "Traceback" not in done.stderr

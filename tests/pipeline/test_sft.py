@@ -186,3 +186,25 @@ def test_sft_evaluation_places_every_tensor_on_the_model_device(tiny_model_dir, 
                                DataArguments(dataset_name=str(mini_gsm8k)),
                                SFTScriptArguments(eval_limit=2, eval_max_new_tokens=4), tmp_path, seed=0, device="cpu")
     assert summary["num_problems"] == 2 and summary["generated_tokens"] > 0
+
+
+def test_sft_options_fit_a_machine_without_a_gpu(monkeypatch, caplog):
+    """train_sft.py's options with neither --bf16 nor --use_cpu on a machine without a GPU: float32 on the CPU,
+    each said in a log line, where TRL's SFTConfig stops on transformers' bf16 check. An explicit bf16 is kept."""
+    import logging
+
+    import transformers.training_args
+    import transformers.utils
+
+    from pipeline.config import parse_config
+    from pipeline.sft import SFTTrainingArguments
+
+    for module in (transformers.utils, transformers.training_args):
+        monkeypatch.setattr(module, "is_torch_bf16_gpu_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.INFO, logger="pipeline.sft"):
+        (args,) = parse_config([SFTTrainingArguments], ["--output_dir", "x"])
+    assert (args.bf16, args.use_cpu) == (False, True)
+    assert "SFT trains in float32" in caplog.text and "SFT trains on the CPU" in caplog.text
+    (forced,) = parse_config([SFTTrainingArguments], ["--output_dir", "x", "--bf16", "true"])
+    assert (forced.bf16, forced.use_cpu) == (True, True)

@@ -111,3 +111,18 @@ def test_bad_input_fails_up_front_with_one_line(inputs, index, capsys):
         assert last.startswith(expected.replace("{root}", str(root))), last
         assert "Loading weights" not in stderr and "Traceback" not in stderr
     assert not (root / "run" / "checkpoints").exists()
+
+
+def test_the_bare_command_on_a_cpu_names_the_cpu_recipe(monkeypatch, capsys, tmp_path):
+    """No --config and the embedded model on a machine without a GPU: one line naming the CPU configs, before
+    any weights load (the defaults are a GPU's); naming a config goes on to its own checks."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, stderr = run_in_process(["--output_dir", str(tmp_path / "run")], capsys)
+    assert code == 2 and stderr.strip().splitlines()[-1].startswith("error: no --config: ")
+    assert "configs/grpo_chain_sum_cpu.yaml" in stderr and "Loading weights" not in stderr
+    monkeypatch.chdir(tmp_path)  # the recipe's SFT model (runs/chain_sum/sft/merged) is not made here
+    code, stderr = run_in_process(["--config", str(ROOT / "configs" / "grpo_chain_sum_cpu.yaml")], capsys)
+    assert code == 2 and stderr.strip().splitlines()[-1].startswith(
+        "error: model path 'runs/chain_sum/sft/merged' does not exist: it is an SFT run's output")

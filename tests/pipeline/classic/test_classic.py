@@ -55,7 +55,7 @@ def test_gae_by_hand():
     torch.testing.assert_close(targets, torch.tensor([[1.625, 1.5, 1.0], [1.0, 0.0, 0.0]]))
 
 
-def test_ppo_runs_on_the_shared_loss_and_its_critic_learns(tmp_path):
+def test_ppo_runs_on_the_shared_loss_and_its_critic_learns(tmp_path, capsys):
     """A short PPO run: same episodes per iteration as GRPO, per-step advantages through grpo_loss, and a
     critic whose error on the first iteration's episodes falls."""
     from pipeline.classic.cartpole import iteration_advantages, make_policy
@@ -82,6 +82,8 @@ def test_ppo_runs_on_the_shared_loss_and_its_critic_learns(tmp_path):
     summary = train_cartpole(config)
     rows = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert [r["episodes"] for r in rows] == [8, 16, 24]
+    shown = capsys.readouterr().err  # a progress bar, not minutes of silence
+    assert "CartPole: 100%" in shown and "3/3" in shown and f"return={rows[-1]['return']:.1f}" in shown
     assert summary["config"]["algorithm"] == "ppo"
 
 

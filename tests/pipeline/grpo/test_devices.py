@@ -37,7 +37,11 @@ def test_a_grpo_step_places_every_tensor_on_the_model_device(tiny_model_dir, min
     model_args = ModelArguments(model_name_or_path=str(tiny_model_dir), use_peft=True, lora_r=4, lora_alpha=8)
     state = setup(step_args(tmp_path, **overrides), model_args, DataArguments(dataset_name=str(mini_gsm8k)), examples)
     before = {n: p.detach().clone() for n, p in state.policy.named_parameters() if p.requires_grad}
+    phases = []
+    state.show_phase = phases.append  # what the progress bar shows during the step
     metrics = run_step(state)
+    updates = state.args.num_iterations
+    assert phases == ["generating", "scoring", "reference log-probs", *(f"update {i}/{updates}" for i in range(1, updates + 1))]
     assert all(p.device.type == "cpu" for p in state.policy.parameters())
     changed = [n for n, p in state.policy.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert changed and metrics["skipped_updates"] == 0

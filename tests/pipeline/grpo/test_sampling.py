@@ -155,3 +155,22 @@ def test_in_step_decoding_waits_for_every_process_and_keeps_each_ones_samples(mo
     assert in_step.size(1) == params.max_new_tokens and len(asked) == params.max_new_tokens - 1
     assert torch.equal(in_step[:, : alone.size(1)], alone)
     assert (in_step[:, alone.size(1) :] == tokenizer.pad_token_id).all()
+
+
+def test_rows_done_reports_each_completion_as_it_finishes(model_and_prompts):
+    """Sampled, 2 prompts x 3: with the first row's first token made an EOS, each row finishes at its first
+    such token (or the cap); rows_done must report the count of finished rows each time it grows, as read off
+    the samples drawn without that EOS (a row's samples do not depend on when others finish). Evaluation's
+    progress bar moves so, a problem at a time."""
+    model, tokenizer, prompts = model_and_prompts
+    free = sample_groups(model, prompts, [3, 4], params_for(model, tokenizer, eos_ids=(tokenizer.vocab_size + 7,)))
+    def counts(eos: int) -> list[int]:  # finished rows after each token, where it grows
+        finish = [row.tolist().index(eos) if eos in row.tolist() else free.size(1) - 1 for row in free]
+        return sorted({sum(f <= t for f in finish) for t in range(free.size(1))} - {0})
+
+    eos = max(set(free.flatten().tolist()), key=lambda token: len(counts(token)))  # [6, 10] free: no EOS drawn
+    expected = counts(eos)
+    assert len(expected) >= 3  # rows finish at different tokens: the count grows in steps
+    reports = []
+    sample_groups(model, prompts, [3, 4], params_for(model, tokenizer, eos_ids=(eos,)), rows_done=reports.append)
+    assert reports == expected and reports[-1] == 6

@@ -94,13 +94,14 @@ def poison_update(monkeypatch, factor: float, poisoned_calls: set[int]):
     monkeypatch.setattr(update, "grpo_loss", poisoned)
 
 
-def two_update_state(tmp_path, tiny_model_dir, mini_gsm8k, **overrides):
+def two_update_state(tmp_path, tiny_model_dir, mini_gsm8k, lora_dropout=0.05, **overrides):
     """A LoRA run whose one generation batch of 8 completions makes two optimizer updates of 2 micro-batches."""
-    args = GRPOArguments(output_dir=str(tmp_path), max_steps=1, prompts_per_step=2, num_generations=4,
-                         micro_batch_size=2, steps_per_generation=2, max_completion_length=8,
-                         reward_funcs=["toy_rewards:text_length"], beta=0.0, learning_rate=5e-3, save_steps=0,
-                         seed=0, **overrides)
-    model_args = ModelArguments(model_name_or_path=str(tiny_model_dir), use_peft=True, lora_r=4, lora_alpha=8)
+    args = GRPOArguments(**{"output_dir": str(tmp_path), "max_steps": 1, "prompts_per_step": 2, "num_generations": 4,
+                            "micro_batch_size": 2, "steps_per_generation": 2, "max_completion_length": 8,
+                            "reward_funcs": ["toy_rewards:text_length"], "beta": 0.0, "learning_rate": 5e-3,
+                            "save_steps": 0, "seed": 0, **overrides})
+    model_args = ModelArguments(model_name_or_path=str(tiny_model_dir), use_peft=True, lora_r=4, lora_alpha=8,
+                               lora_dropout=lora_dropout)
     state = setup(args, model_args, DataArguments(dataset_name=str(mini_gsm8k)),
                   load_gsm8k(str(mini_gsm8k), "train").examples)
     batch = local_prompts(state, 0)
@@ -172,3 +173,33 @@ def test_mixed_precision_follows_the_launch_config_unless_set(tiny_model_dir, mi
     state = setup(args, ModelArguments(model_name_or_path=str(tiny_model_dir)), DataArguments(),
                   load_gsm8k(str(mini_gsm8k), "train").examples)
     assert state.accelerator.mixed_precision == expected
+
+
+def test_skip_zero_advantage_trains_fewer_rows_to_the_same_weights(tiny_model_dir, mini_gsm8k, tmp_path, monkeypatch):
+    """Two AdamW updates of 4 completions. Row 1 has advantage 0 and the whole second update has: skipping them
+    must train 3 rows, then 1 (a zero-gradient row, so that AdamW still takes its momentum step), and reach the
+    weights of the full 8-row update. No LoRA dropout: its random masks would depend on the rows trained."""
+    import pipeline.grpo.update as update
+
+    real_logps, trained = update.completion_logps, []
+
+    def counting(model, input_ids, *a, **kw):
+        trained.append(input_ids.size(0))
+        return real_logps(model, input_ids, *a, **kw)
+
+    monkeypatch.setattr(update, "completion_logps", counting)
+    weights = {}
+    for skip in (False, True):
+        state, (rollout, advantages, old, ref) = two_update_state(tmp_path / str(skip), tiny_model_dir, mini_gsm8k,
+                                                                  skip_zero_advantage=skip, micro_batch_size=4,
+                                                                  lora_dropout=0.0)
+        advantages = advantages.clone()
+        advantages[1] = 0.0
+        advantages[4:] = 0.0
+        assert advantages[[0, 2, 3]].ne(0).all()  # text_length gives the first group a spread
+        trained.clear()
+        train_on_rollout(state, rollout, advantages, old, ref)
+        weights[skip] = {n: p.detach().clone() for n, p in state.policy.named_parameters() if p.requires_grad}
+        assert trained == ([3, 1] if skip else [4, 4])
+    for name, full in weights[False].items():
+        torch.testing.assert_close(weights[True][name], full, rtol=1e-5, atol=1e-7)

@@ -104,8 +104,36 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.set(title="Step time split (s)", xlabel="step", ylabel="seconds")
         ax.legend(fontsize=8, loc="upper left")
         written.append(_save(fig, out_dir / "step_time.png", plt))
+    held_out = held_out_accuracy(run_dir)
+    if held_out:
+        written.append(_plot_held_out(held_out, out_dir, plt))
     logger.info("wrote %d figures to %s", len(written), out_dir)
     return written
+
+
+def held_out_accuracy(run_dir: str | Path) -> list[tuple[int, float, float, float, int, str]]:
+    """The run's periodic evaluations (``eval/step-N/summary.json``) as (step, greedy strict accuracy, 95% Wilson
+    low, high, problems, split), by step."""
+    from pipeline.stats import wilson_interval
+
+    points = []
+    for path in Path(run_dir).glob("eval/step-*/summary.json"):
+        summary = json.loads(path.read_text())
+        accuracy, n = summary["metrics"]["pass@1 (greedy)"]["strict"], summary["num_problems"]
+        low, high = wilson_interval(round(accuracy * n), n)
+        points.append((int(path.parent.name.removeprefix("step-")), accuracy, low, high, n, summary["split"]))
+    return sorted(points)
+
+
+def _plot_held_out(points: list[tuple], out_dir: Path, plt) -> Path:
+    steps, accuracy, low, high = ([p[i] for p in points] for i in range(4))
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.errorbar(steps, accuracy, yerr=[[a - lo for a, lo in zip(accuracy, low)], [hi - a for a, hi in zip(accuracy, high)]],
+                marker="o", capsize=3, linewidth=1.5, label="greedy strict accuracy, 95% Wilson interval")
+    ax.set(title=f"Held-out accuracy ({points[-1][5]}, {points[-1][4]} problems)", xlabel="step")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, out_dir / "held_out.png", plt)
 
 
 def _save(fig, path: Path, plt) -> Path:

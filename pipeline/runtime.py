@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -48,6 +49,21 @@ def quiet_libraries() -> None:
 
     transformers.utils.logging.disable_progress_bar()
     huggingface_hub.utils.enable_progress_bars()  # transformers turns the hub's off too: downloads keep theirs
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op thread count set to ``count`` inside the block, restored after. A long run at a high
+    learning rate amplifies float rounding, and how a sum is split over threads changes its rounding: pinned,
+    its result is the same on every machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def seed_everything(seed: int) -> None:

@@ -33,13 +33,24 @@ class Cell:
 
     @property
     def label(self) -> str:
-        """The grid values, e.g. ``group_size=8 epsilon_low=0.2`` (the same for every seed)."""
-        return " ".join(f"{field}={value}" for field, value in self.values)
+        """The grid values, e.g. ``group_size=8 epsilon_low=0.2`` (the same for every seed); a value that carries
+        options of its own reads as more fields.
+
+        >>> Cell((("loss_type", "cispo --epsilon_high 5"), ("beta", "0")), seed=0).label
+        'loss_type=cispo epsilon_high=5 beta=0'
+        """
+        return " ".join(_readable(field, value) for field, value in self.values)
 
     @property
     def folder(self) -> str:
         parts = [f"{field}={value}".replace(" ", "_") for field, value in self.values]
         return "__".join(parts) + f"__seed={self.seed}"
+
+
+def _readable(field: str, value: str) -> str:
+    """``field=value``, with the options a grid value carries (``cispo --epsilon_high 5``) as ``name=value``."""
+    head, *options = value.split(" --")
+    return " ".join([f"{field}={head}", *(option.strip().replace(" ", "=", 1) for option in options)])
 
 
 def parse_grid(specs: list[str]) -> dict[str, list[str]]:
@@ -241,7 +252,7 @@ def plot_curves(cells: list[Cell], out: Path, curves: list[str], x: str, title: 
         logger.warning("no %s against %r in any metrics.jsonl: no plot", " or ".join(map(repr, curves)), x)
         return None
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(curves), figsize=(7 if len(curves) == 1 else 5.2 * len(curves), 4.5),
+    fig, axes = plt.subplots(1, len(curves), figsize=(10 if len(curves) == 1 else 7.5 * len(curves), 4.5),
                              squeeze=False)
     for ax, curve in zip(axes[0], curves):
         for label, runs in series[curve].items():
@@ -253,7 +264,7 @@ def plot_curves(cells: list[Cell], out: Path, curves: list[str], x: str, title: 
             ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], alpha=0.15)
         ax.set_xlabel(x)
         ax.set_ylabel(curve)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
     fig.suptitle(title)
     fig.tight_layout()
     path = out / "sweep.png"

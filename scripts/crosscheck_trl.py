@@ -1,12 +1,12 @@
 """Cross-check our GRPO loop against TRL 1.16's GRPOTrainer.
 
-    python scripts/crosscheck_trl.py                          # tiny random Llama, 3 steps each
-    python scripts/crosscheck_trl.py --model_name_or_path runs/sft_smollm2_cpu/merged --steps 2
+    python scripts/crosscheck_trl.py                          # unit level, on a tiny random Llama
+    python scripts/crosscheck_trl.py --model_name_or_path runs/sft_smollm2_cpu/merged --steps 2   # + run level
 
 1. Unit level: for every loss type x beta x mu (x TRL's KL correction), our loss and gradients
    against TRL's `GRPOTrainer._compute_loss` on one float64 batch with padding and a truncated row.
-2. Run level: the same config (model, data, rewards, hyper-parameters) trained a few steps from one
-   seed by both backends, side by side: loss, reward, KL, step time.
+2. Run level (with --model_name_or_path): the same config (model, data, rewards, hyper-parameters) trained
+   a few steps from one seed by both backends, side by side: loss, reward, KL, step time.
 Exits with status 1 when the unit-level parity fails.
 """
 
@@ -87,7 +87,9 @@ def run_level(model_dir: str, work: Path, steps: int, use_peft: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name_or_path", default=None, help="Model for the run-level check (default: tiny random Llama).")
+    parser.add_argument("--model_name_or_path", default=None,
+                        help="A model that earns GSM8K rewards (an SFT run's merged/) for the run-level check; "
+                             "without one it is skipped: a random model's every step has reward -1 and loss 0.")
     parser.add_argument("--steps", type=int, default=3, help="Training steps per backend in the run-level check.")
     parser.add_argument("--skip_run_level", action="store_true", help="Only run the unit-level parity.")
     parser.add_argument("--work_dir", default=None, help="Folder for the runs (default: a temporary folder).")
@@ -95,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="crosscheck-"))
     tiny = tiny_model(work)
     ok = unit_level(tiny, work)
-    if not args.skip_run_level:
-        run_level(args.model_name_or_path or str(tiny), work, args.steps, use_peft=True)
+    if args.model_name_or_path and not args.skip_run_level:
+        run_level(args.model_name_or_path, work, args.steps, use_peft=True)
+    elif not args.skip_run_level:
+        print("\nRun level: skipped. Give --model_name_or_path of a model that earns GSM8K rewards (an SFT run's "
+              "merged/): a random model's completions are all truncated, so every step has reward -1 and loss 0.")
     print(f"\nunit-level parity: {'PASSED' if ok else 'FAILED'}")
     return 0 if ok else 1
 

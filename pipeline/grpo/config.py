@@ -169,6 +169,11 @@ class GRPOArguments(ValidatedConfig):
     eval_batch_size: int = field_with_help(16, "Prompts per evaluation batch.")
     save_steps: int = field_with_help(10, "Checkpoint every N steps (0: only at the end).")
     save_total_limit: int = field_with_help(2, "Checkpoints kept (the newest).")
+    push_to_hub: bool = field_with_help(
+        False, "Upload final/merged (weights, model card, config) to the hub at the end; a failed upload is logged "
+               "with the command that retries it.")
+    hub_model_id: str | None = field_with_help(None, "Hub repository for push_to_hub (default: output_dir's name).")
+    hub_private_repo: bool = field_with_help(False, "push_to_hub makes the repository private.")
     resume_from_checkpoint: str | None = field_with_help(None, "'latest' or a checkpoint folder to continue from.")
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ from pipeline.grpo.dynamic_sampling import Scored, replace_flat_groups
 from pipeline.grpo.inputs import check_engine_options, local_prompts, reward_functions, reward_kwargs
 from pipeline.grpo.logprobs import completion_logps
 from pipeline.grpo.metrics import step_metrics
+from pipeline.grpo.model_card import publish
 from pipeline.grpo.rollout import Rollout, collate_rollout, group_seed
 from pipeline.grpo.run_files import (
     check_health,
@@ -337,6 +338,7 @@ def _train(state: GRPOState, model_args: ModelArguments, test_examples) -> dict[
     summary["final"] = str(save_final(state, model_args))
     summary.update({"steps": state.step, "history": state.history})
     if state.accelerator.is_main_process:
+        publish(state, Path(summary["final"]).parent, summary)
         (state.run_dir / "grpo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         from pipeline.plots import plot_run
 

@@ -29,16 +29,22 @@ def finished_grpo_run(tiny_model_dir, tmp_path):
 
     args = GRPOArguments(output_dir=str(tmp_path / "run"), max_steps=3, prompts_per_step=2, num_generations=4,
                          micro_batch_size=8, max_completion_length=8, save_steps=0,
-                         reward_funcs=["accuracy", "format_soft"], max_prompt_length=1024)
+                         reward_funcs=["accuracy", "format_soft"], max_prompt_length=1024,
+                         eval_limit=2, eval_steps=2, eval_max_new_tokens=4)
     train(args, ModelArguments(model_name_or_path=str(tiny_model_dir), use_peft=True, lora_r=4), DataArguments(),
-          load_gsm8k(split="train").examples[:10])
+          load_gsm8k(split="train").examples[:10], load_gsm8k(split="test").examples[:2])
     return tmp_path / "run"
 
 
 def test_grpo_run_writes_plots_and_plot_run_redraws_them(finished_grpo_run):
     run = finished_grpo_run
     names = {p.name for p in (run / "plots").iterdir()}
-    assert {"reward.png", "kl.png", "clip_fraction.png", "completion_length.png", "step_time.png"} <= names
+    assert {"reward.png", "kl.png", "clip_fraction.png", "completion_length.png", "step_time.png",
+            "held_out.png"} <= names
+    from pipeline.plots import held_out_accuracy
+
+    # the evaluations before step 1, at eval_steps 2 and at the end, each of 2 problems
+    assert [(p[0], p[4]) for p in held_out_accuracy(run)] == [(0, 2), (2, 2), (3, 2)]
     for path in (run / "plots").iterdir():
         path.unlink()
     written = plot_run(run)

@@ -11,11 +11,11 @@ def load_script():
     return module
 
 
-def test_crosscheck_prints_both_tables_and_passes(tmp_path, capsys):
-    status = load_script().main(["--steps", "1", "--work_dir", str(tmp_path)])
+def test_crosscheck_prints_the_parity_tables_and_passes(tmp_path, capsys):
+    status = load_script().main(["--work_dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert status == 0
     assert out.count(" yes") == 121 and " NO" not in out  # 48 loss types + 68 variants + 5 adaptive entropy updates
-    assert "Run level: 1 steps each" in out and "TRL GRPOTrainer" in out
     assert "unit-level parity: PASSED" in out
-    assert (tmp_path / "trl").is_dir() and (tmp_path / "ours" / "metrics.jsonl").is_file()
+    # without a model that earns rewards the run level would show reward -1 and loss 0 at every step: skipped
+    assert "Run level: skipped. Give --model_name_or_path" in out and not (tmp_path / "ours").exists()

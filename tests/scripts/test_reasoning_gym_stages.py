@@ -40,6 +40,7 @@ def test_sft_grpo_and_evaluation_on_a_reasoning_gym_task(tiny_model_dir, tmp_pat
     assert [m["step"] for m in metrics] == [1, 2] and all("reward/reasoning_gym" in m for m in metrics)
     samples = [json.loads(line) for line in (tmp_path / "grpo" / "samples.jsonl").read_text().splitlines()]
     assert "reasoning_gym_answer" in samples[0]  # the reward's log_extra column
+    assert_model_card(tmp_path / "grpo" / "final", merged)
 
     done = run("evaluate.py", "--model_name_or_path", str(merged), *DATA, "--limit", "4", "--max_new_tokens", "4",
                "--output_dir", str(tmp_path / "eval"))
@@ -49,3 +50,22 @@ def test_sft_grpo_and_evaluation_on_a_reasoning_gym_task(tiny_model_dir, tmp_pat
                    (tmp_path / "sft" / "eval_after" / "predictions.jsonl").read_text().splitlines()]
     assert [r["question"] for r in records] == [r["question"] for r in sft_records]  # the same held-out problems
     assert [r["completion"] for r in records] == [r["completion"] for r in sft_records]  # the same greedy model
+
+
+def assert_model_card(final: Path, base: Path) -> None:
+    """final/merged carries a model card (base model, data, rewards, the before/after table) and a config that
+    parses back into this run's options: `--config grpo_config.yaml` reproduces it."""
+    from pipeline.arguments import DataArguments, ModelArguments
+    from pipeline.config import parse_config
+    from pipeline.grpo.config import GRPOArguments
+
+    card = (final / "merged" / "README.md").read_text()
+    assert card.startswith(f"---\nbase_model: {base}\ndatasets:\n- reasoning_gym:chain_sum\n")
+    assert "Rewards: `reasoning_gym` × 1, `format` × 0.5" in card and "2 steps" in card
+    table = card.split("```")[1]
+    assert "reasoning_gym:chain_sum, held out, 4 problems" in table
+    assert "before GRPO" in table and "after GRPO" in table
+    grpo, model, data = parse_config([GRPOArguments, ModelArguments, DataArguments],
+                                     ["--config", str(final / "merged" / "grpo_config.yaml")])
+    ran = json.loads((final.parent / "config.json").read_text())
+    assert (grpo.to_dict(), model.to_dict(), data.to_dict()) == (ran["grpo"], ran["model"], ran["data"])

@@ -23,6 +23,8 @@ def inputs(tmp_path_factory, tiny_model_dir):
     (root / "empty" / "train.jsonl").write_text("\n")
     (root / "text_answer.jsonl").write_text("".join(json.dumps({"prompt": "1+1?", "answer": a}) + "\n"
                                                     for a in (2, "two", 2, 2, 2, 2, 2, 2, 2, 2)))
+    (root / "reserved.jsonl").write_text("".join(json.dumps({"prompt": "1+1?", "answer": 2, "weights": 1}) + "\n"
+                                                 for _ in range(4)))
     (root / "truncate.yaml").write_text("vllm_importance_sampling_mode: token_truncate\n"
                                         "vllm_importance_sampling_clip_max: null\n")
     return root, tiny_model_dir
@@ -57,6 +59,10 @@ CASES = [
     (["--dataset_name", "{root}/text_answer.jsonl", "--eval_dataset_name", "{root}/ok", "--grpo_holdout_size", "0"],
      "error: {root}/text_answer.jsonl:2: gold answer 'two' is not one number"),
     (["--train_split", "test"], "error: option --train_split: 'test' is the evaluation split too"),
+    (["--dataset_name", "{root}/reserved.jsonl", "--eval_dataset_name", "{root}/ok", "--grpo_holdout_size", "0"],
+     "error: {root}/reserved.jsonl:1: the column 'weights' has a name the reward call uses itself; rename the column"),
+    (["--dataset_name", "reasoning_gym:chain_sum", "--dataset_level", "99"],
+     "error: option --dataset_level: 'chain_sum''s curriculum has levels 0 to"),
     (["--epsilon_low", "-0.1"], "error: option --epsilon_low: must be >= 0 (inf: no lower clip), got -0.1"),
     (["--config", "{root}/missing.yaml"], "error: --config {root}/missing.yaml: file not found"),
     (["--vllm_importance_sampling_clip_min", "5"],
@@ -126,3 +132,20 @@ def test_the_bare_command_on_a_cpu_names_the_cpu_recipe(monkeypatch, capsys, tmp
     code, stderr = run_in_process(["--config", str(ROOT / "configs" / "grpo_chain_sum_cpu.yaml")], capsys)
     assert code == 2 and stderr.strip().splitlines()[-1].startswith(
         "error: model path 'runs/chain_sum/sft/merged' does not exist: it is an SFT run's output")
+
+
+def test_a_reward_whose_extra_is_missing_names_the_install_command(inputs, capsys, monkeypatch):
+    """math_verify without the math-verify package (the `reasoning` extra): one line with the install command,
+    before any weights load."""
+    import importlib.util
+
+    root, model = inputs
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "math_verify"
+                        else real_find_spec(name, *a))
+    code, stderr = run_in_process(["--model_name_or_path", str(model), "--dataset_name", str(root / "ok"),
+                                   "--grpo_holdout_size", "4", "--output_dir", str(root / "run"),
+                                   "--reward_funcs", "math_verify"], capsys)
+    assert code == 2 and "Loading weights" not in stderr
+    assert stderr.strip().splitlines()[-1] == ("error: option --reward_funcs: math_verify needs the math_verify "
+                                               "package: pip install -e '.[reasoning]' (make install does)")

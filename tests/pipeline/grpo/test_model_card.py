@@ -1,0 +1,79 @@
+"""The model card and the hub upload of a finished run (up to the upload call: no hub is reachable here)."""
+
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline.arguments import DataArguments, ModelArguments
+from pipeline.grpo.config import GRPOArguments
+from pipeline.grpo.model_card import publish
+
+
+class RecordingHub:
+    """huggingface_hub.HfApi's two calls that publish uses, recorded instead of sent (or failing, like a hub
+    that cannot be reached)."""
+
+    calls: list = []
+    fail = False
+
+    def create_repo(self, repo_id, private=False, exist_ok=False):
+        if self.fail:
+            raise ConnectionError("hub unreachable")
+        self.calls.append(("create_repo", repo_id, private, exist_ok))
+        return SimpleNamespace(repo_id=repo_id, url=f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, folder_path, repo_id, commit_message):
+        files = sorted(p.name for p in Path(folder_path).iterdir())
+        self.calls.append(("upload_folder", folder_path, repo_id, files, commit_message))
+
+
+def finished_run(tmp_path, **grpo_options):
+    run = tmp_path / "my-run"
+    (run / "final" / "merged").mkdir(parents=True)
+    (run / "final" / "merged" / "model.safetensors").write_bytes(b"weights")
+    args = GRPOArguments(output_dir=str(run), **grpo_options)
+    (run / "config.json").write_text(json.dumps({"grpo": args.to_dict(), "model": ModelArguments().to_dict(),
+                                                 "data": DataArguments().to_dict()}))
+    return SimpleNamespace(args=args, run_dir=run, step=7)
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    import huggingface_hub
+
+    RecordingHub.calls, RecordingHub.fail = [], False
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingHub)
+    return RecordingHub
+
+
+def test_push_to_hub_uploads_the_merged_model_with_its_card_and_config(tmp_path, hub):
+    state = finished_run(tmp_path, push_to_hub=True, hub_private_repo=True)
+    summary = {"steps": 7}
+    publish(state, state.run_dir / "final", summary)
+    merged = state.run_dir / "final" / "merged"
+    assert hub.calls == [("create_repo", "my-run", True, True),
+                         ("upload_folder", str(merged), "my-run", ["README.md", "grpo_config.yaml", "model.safetensors"],
+                          "grpo-pipeline: GRPO, step 7")]
+    assert summary["hub_url"] == "https://huggingface.co/my-run"
+    assert "Not evaluated in this run" in (merged / "README.md").read_text()
+
+
+def test_a_failed_upload_keeps_the_run_and_says_how_to_retry(tmp_path, hub, caplog):
+    hub.fail = True
+    state = finished_run(tmp_path, push_to_hub=True, hub_model_id="me/model")
+    summary = {"steps": 7}
+    with caplog.at_level(logging.ERROR):
+        publish(state, state.run_dir / "final", summary)
+    assert summary["hub_url"] is None and hub.calls == []
+    merged = state.run_dir / "final" / "merged"
+    assert f"Retry with: huggingface-cli upload me/model {merged}" in caplog.text
+    assert (merged / "README.md").is_file()
+
+
+def test_no_push_without_push_to_hub(tmp_path, hub):
+    state = finished_run(tmp_path)
+    publish(state, state.run_dir / "final", {"steps": 7})
+    assert hub.calls == [] and (state.run_dir / "final" / "README.md").is_file()

@@ -20,13 +20,15 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     [0.2366, 0.7634]
     >>> [round(x, 4) for x in wilson_interval(0, 64)]
     [0.0, 0.0566]
+    >>> wilson_interval(0, 200)[0], wilson_interval(200, 200)[1]  # exactly the rate: float rounding cannot pass it
+    (0.0, 1.0)
     """
     if n <= 0 or not 0 <= successes <= n:
         raise ValueError(f"wilson_interval needs 0 <= successes <= n and n >= 1, got {successes}/{n}")
     p, z2 = successes / n, z * z
     center = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(0.0, center - half), min(1.0, center + half)
+    return max(0.0, min(center - half, p)), min(1.0, max(center + half, p))
 
 
 def paired_difference(before: Sequence[float], after: Sequence[float], z: float = Z_95) -> tuple[float, float, float]:

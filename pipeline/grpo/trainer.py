@@ -342,7 +342,11 @@ def _train(state: GRPOState, model_args: ModelArguments, test_examples) -> dict[
         (state.run_dir / "grpo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         from pipeline.plots import plot_run
 
-        plot_run(state.run_dir)
+        try:  # the figures are a view of files already written: a fault there must not fail a finished run
+            plot_run(state.run_dir)
+        except Exception as error:
+            logger.warning("figures not written (%s: %s); python scripts/plot_run.py %s draws them again",
+                           type(error).__name__, error, state.run_dir)
     return summary
 
 

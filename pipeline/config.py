@@ -135,12 +135,17 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     parser = build_parser(dataclass_types, description)
     args = list(sys.argv[1:] if args is None else args)
     config_path = None
-    if "--config" in args:
-        index = args.index("--config")
-        if index + 1 >= len(args):
-            raise ConfigError("--config needs a YAML file path")
-        config_path = args[index + 1]
-        del args[index : index + 2]
+    for index, arg in enumerate(args):
+        if arg == "--config":
+            if index + 1 >= len(args):
+                raise ConfigError("--config needs a YAML file path")
+            config_path = args[index + 1]
+            del args[index : index + 2]
+            break
+        if arg.startswith("--config="):  # the one-word form argparse allows too
+            config_path = arg.split("=", 1)[1]
+            del args[index]
+            break
     _refuse_foreign_options(dataclass_types, [a.split("=", 1)[0][2:] for a in args if a.startswith("--")], None)
     if config_path is not None:
         values = _load_yaml(config_path)
@@ -148,9 +153,8 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
         known: dict[str, list] = {}
         for action in parser._actions:
             known.setdefault(action.dest, []).append(action)
-            for alias in action.option_strings:  # an alias (TRL's name for the option) works in a YAML file too
-                if alias.startswith("--") and alias[2:] != action.dest:
-                    known.setdefault(alias[2:], []).append(action)
+        for alias, name in _field_aliases(dataclass_types).items():  # TRL's name for an option works in YAML too
+            known.setdefault(alias, []).extend(known.get(name, []))
         for key, value in values.items():
             if key not in known or key in ("help", "config"):
                 close = difflib.get_close_matches(str(key), list(known), n=1)
@@ -174,6 +178,12 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
         except (TypeError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
     return tuple(outputs)
+
+
+def _field_aliases(dataclass_types: Sequence[type]) -> dict[str, str]:
+    """Each field's other names (``field_with_help(..., aliases=...)``), without dashes: alias -> field name."""
+    return {alias.removeprefix("--"): f.name for dtype in dataclass_types for f in dataclasses.fields(dtype)
+            for alias in f.metadata.get("aliases", ())}
 
 
 def _refuse_foreign_options(dataclass_types: Sequence[type], names: list[str], config_path: str | None) -> None:

@@ -17,7 +17,8 @@ NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
 # Deprecation notices that transformers raises on its own and TRL's calls (TrainingArguments' and PEFT's
 # gradient_checkpointing): not the user's to act on. Our own warnings are never filtered.
-LIBRARY_DEPRECATIONS = (r"`gradient_checkpointing` is deprecated", r"`is_gradient_checkpointing` is deprecated")
+LIBRARY_DEPRECATIONS = (r"`gradient_checkpointing` is deprecated", r"`is_gradient_checkpointing` is deprecated",
+                        r"`gradient_checkpointing_(enable|disable)` is deprecated")
 
 
 def setup_logging(level: str | int = "INFO") -> None:
@@ -39,7 +40,8 @@ def quiet_libraries() -> None:
 
     for message in LIBRARY_DEPRECATIONS:
         warnings.filterwarnings("ignore", message=message, category=FutureWarning)
-    if not torch.cuda.is_available():
+    others = (getattr(torch, "xpu", None) is not None and torch.xpu.is_available(), torch.backends.mps.is_available())
+    if not torch.cuda.is_available() and not any(others):  # what DeepSpeed would pick itself, without its notice
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when datasets is imported
     if "datasets" in sys.modules:  # imported already (TRL imports it)
@@ -48,14 +50,15 @@ def quiet_libraries() -> None:
     import transformers.utils.logging
 
     transformers.utils.logging.disable_progress_bar()
-    huggingface_hub.utils.enable_progress_bars()  # transformers turns the hub's off too: downloads keep theirs
+    if "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ:  # the user's own choice stands (and is not warned about)
+        huggingface_hub.utils.enable_progress_bars()  # transformers turns the hub's off too: downloads keep theirs
 
 
 @contextlib.contextmanager
 def torch_threads(count: int):
     """torch's intra-op thread count set to ``count`` inside the block, restored after. A long run at a high
     learning rate amplifies float rounding, and how a sum is split over threads changes its rounding: pinned,
-    its result is the same on every machine."""
+    its result no longer depends on the machine's core count (other CPUs' instruction sets still may)."""
     import torch
 
     previous = torch.get_num_threads()
@@ -175,8 +178,13 @@ def cpu_has_native_bf16(cpuinfo_path: str | Path = "/proc/cpuinfo") -> bool | No
     return bool(flags & NATIVE_BF16_FLAGS)
 
 
+FLOAT32_SETTING = {"dtype: bfloat16": "dtype: float32", "mixed_precision: bf16": "mixed_precision: no",
+                   "bf16: true": "bf16: false"}  # each bf16 setting's float32 counterpart, in the same script
+
+
 def warn_if_cpu_bf16_is_slow(setting: str, *, on_gpu: bool, cpuinfo_path: str | Path = "/proc/cpuinfo") -> bool:
-    """Log a warning when ``setting`` asks for bf16 on a CPU that emulates it; returns whether it warned.
+    """Log a warning when ``setting`` asks for bf16 on a CPU that emulates it, naming that option's float32
+    value; returns whether it warned.
 
     Without native bf16 (e.g. AVX2 only) torch converts every bf16 matmul, and a run measured about
     3x slower than in float32 here; the user asked for bf16, so it is kept, but not silently.
@@ -184,6 +192,6 @@ def warn_if_cpu_bf16_is_slow(setting: str, *, on_gpu: bool, cpuinfo_path: str | 
     if on_gpu or cpu_has_native_bf16(cpuinfo_path) is not False:
         return False
     logger.warning("%s runs on a CPU without native bf16 (no avx512_bf16/amx_bf16 flag): expect it to be about "
-                   "3x slower than float32 here; use float32 (dtype: float32, mixed_precision: no, bf16: false) "
-                   "unless you need bf16 numerics", setting)
+                   "3x slower than float32 here; use %s unless you need bf16 numerics", setting,
+                   FLOAT32_SETTING.get(setting, "float32"))
     return True

@@ -59,12 +59,14 @@ class SFTTrainingArguments(SFTConfig):
         import torch
         from transformers.utils import is_torch_bf16_gpu_available
 
-        if self.bf16 is None and not self.fp16 and not is_torch_bf16_gpu_available():
-            self.bf16 = False
-            logger.info("no bf16-capable GPU: SFT trains in float32 (--bf16 true forces bf16)")
-        if not self.use_cpu and not torch.cuda.is_available():
+        accelerator = torch.cuda.is_available() or torch.backends.mps.is_available() or (
+            getattr(torch, "xpu", None) is not None and torch.xpu.is_available())
+        if not self.use_cpu and not accelerator:
             self.use_cpu = True
             logger.info("no GPU: SFT trains on the CPU (use_cpu true)")
+        if self.bf16 is None and not self.fp16 and (self.use_cpu or not is_torch_bf16_gpu_available()):
+            self.bf16 = False
+            logger.info("no bf16-capable GPU in use: SFT trains in float32 (--bf16 true forces bf16)")
         super().__post_init__()
 
 
@@ -123,18 +125,28 @@ def make_trainer(model, tokenizer, dataset, training_args, interrupt: GracefulIn
 
 def resolve_resume(resume: str | bool | None, output_dir: str) -> str | None:
     """``latest``/``true`` → the newest checkpoint in output_dir (None if there is none); a path → itself."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     if resume in (None, False, "", "false", "False"):
         return None
     if resume in (True, "latest", "true", "True"):
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        last = last_complete_checkpoint(Path(output_dir))
         if last is None:
             logger.info("no checkpoint in %s yet: starting from step 0", output_dir)
         return last
     if not Path(str(resume)).is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no such checkpoint folder; use 'latest' or a path")
     return str(resume)
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest ``checkpoint-N`` that transformers finished writing (its trainer_state.json is written last):
+    a checkpoint cut short, by a second Ctrl-C or a full disk, is passed over with a warning."""
+    folders = sorted((p for p in output_dir.glob("checkpoint-*") if p.name.removeprefix("checkpoint-").isdigit()),
+                     key=lambda p: int(p.name.removeprefix("checkpoint-")), reverse=True)
+    for folder in folders:
+        if (folder / "trainer_state.json").is_file():
+            return str(folder)
+        logger.warning("%s was not finished (no trainer_state.json): resuming from an earlier checkpoint", folder)
+    return None
 
 
 def merge_to_full_precision(base_args: ModelArguments, adapter_dir: Path, target: Path) -> Path:

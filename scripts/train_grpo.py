@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from pipeline.arguments import EMBEDDED_MODEL, DataArguments, ModelArguments
+from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import ConfigError, run_script
 from pipeline.grpo.config import GRPOArguments
 from pipeline.runtime import end_process_group, setup_logging
@@ -32,27 +32,28 @@ def print_before_after(summary: dict) -> None:
         print(format_comparison(title, [("before", before), ("after", after)]))
 
 
-def refuse_bare_defaults_on_a_cpu(argv: list[str], model_args: ModelArguments) -> None:
-    """The bare command (no --config, the embedded model) on a machine without a GPU: the built-in defaults are
-    a GPU's (full fine-tuning, 256-token completions), a first step of more than ten minutes on 2 cores; refuse
-    in one line naming the CPU recipe. A command that names its config or model chose its own settings."""
+def refuse_bare_defaults_on_a_cpu(argv: list[str]) -> None:
+    """The bare command (neither --config nor --model_name_or_path) on a machine without a GPU: the built-in
+    defaults are a GPU's (full fine-tuning, 256-token completions), a first step of more than ten minutes on 2
+    cores; refuse in one line naming the CPU recipe. A command that names its config or model chose its own
+    settings (any of them overridable on the command line)."""
     import torch
 
-    if any(a == "--config" or a.startswith("--config=") for a in argv) or torch.cuda.is_available():
-        return
-    if model_args.model_name_or_path != EMBEDDED_MODEL:
+    chosen = ("--config", "--model_name_or_path", "--model-name-or-path")
+    if any(a.split("=", 1)[0] in chosen for a in argv) or torch.cuda.is_available():
         return
     raise ConfigError("no --config: the built-in defaults (full fine-tuning, 256-token completions) are a GPU's and "
                       "take over ten minutes a step on a CPU. On a CPU run the recipe of make demo: "
                       "scripts/train_sft.py --config configs/sft_chain_sum_cpu.yaml, then scripts/train_grpo.py "
-                      "--config configs/grpo_chain_sum_cpu.yaml (any option can be overridden after it)")
+                      "--config configs/grpo_chain_sum_cpu.yaml (any option can be overridden after it), or name "
+                      "--model_name_or_path and the options yourself")
 
 
 def main(grpo_args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments) -> dict:
     from pipeline.grpo.inputs import preflight
     from pipeline.grpo.trainer import train
 
-    refuse_bare_defaults_on_a_cpu(sys.argv[1:], model_args)
+    refuse_bare_defaults_on_a_cpu(sys.argv[1:])
     examples, test_examples, eval_label = preflight(grpo_args, model_args, data_args)  # fails before any weights load
     if grpo_args.backend == "trl":
         from pipeline.grpo.trl_backend import train_with_trl

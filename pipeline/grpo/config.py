@@ -90,9 +90,11 @@ class GRPOArguments(ValidatedConfig):
         3, "Extra sampling rounds per step for dynamic_sampling (each samples as many prompts as the batch).")
     skip_zero_advantage: bool = field_with_help(
         False, "Leave completions whose advantage is 0 out of the training forward/backward: with beta 0 and no "
-               "entropy bonus they carry no gradient, so the update is the same (to float rounding) and a step "
-               "is faster by the share of groups whose rewards did not differ. Logged entropy and clip ratios "
-               "then cover the trained completions only. One process only.")
+               "entropy bonus they carry no gradient, so the update is the same (to float rounding; with "
+               "lora_dropout 0, as dropout draws its masks per row trained) and a step is faster by the share "
+               "of groups whose rewards did not differ (exactly: equal partial-credit rewards can leave a "
+               "rounding-sized advantage, as in TRL, and are trained). Logged entropy and clip ratios then "
+               "cover the trained completions only. One process only.")
     max_reward_error_rate: float = field_with_help(
         0.25, "Stop (after a checkpoint) once a reward function has lost more than this fraction of its values.")
     # --- advantages and loss ---

@@ -15,12 +15,39 @@ logger = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
 CONFIG_FILE = "grpo_config.yaml"
+# The hub ids behind this project's offline names (the card's metadata takes hub ids only)
+HUB_IDS = {"embedded:SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct", "bundled": "openai/gsm8k"}
+# Options a re-run must not take over from the finished run: it would resume it or upload over it
+NOT_REPRODUCED = {"resume_from_checkpoint": None, "push_to_hub": False}
+
+
+def hub_id(name: str) -> str | None:
+    """``name`` as a hub repository id for the card's metadata, or None (a local folder, ``reasoning_gym:...``):
+    the hub refuses an upload whose card names an invalid id.
+
+    >>> hub_id("embedded:SmolLM2-135M-Instruct"), hub_id("runs/chain_sum/sft/merged"), hub_id("reasoning_gym:x")
+    ('HuggingFaceTB/SmolLM2-135M-Instruct', None, None)
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    name = HUB_IDS.get(name, name)
+    if Path(name).exists():
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
 
 
 def publish(state, final: Path, summary: dict[str, Any]) -> None:
     """The model card and config beside a run's final weights, then (push_to_hub) their upload; the hub's URL,
     or None after a failed upload, goes into ``summary["hub_url"]``. ``state``: the run's GRPOState."""
-    write_model_card(final, json.loads((state.run_dir / "config.json").read_text()), summary)
+    try:  # the card describes files already saved: a fault there must not fail a finished run
+        write_model_card(final, json.loads((state.run_dir / "config.json").read_text()), summary)
+    except Exception as error:
+        logger.warning("model card not written (%s: %s)", type(error).__name__, error)
     if state.args.push_to_hub:
         repo_id = state.args.hub_model_id or state.run_dir.resolve().name
         summary["hub_url"] = push_to_hub(final / "merged", repo_id, state.args.hub_private_repo, state.step)
@@ -31,15 +58,18 @@ def write_model_card(final: Path, config: dict[str, dict[str, Any]], summary: di
     pushes). ``config``: the run's ``grpo`` / ``model`` / ``data`` option dicts; ``summary``: the run's, with
     its ``steps`` and, when it evaluated, ``eval_before`` / ``eval_after``. Returns the card's path."""
     grpo, model, data = config["grpo"], config["model"], config["data"]
-    flat = {**data, **model, **grpo}  # one YAML for --config: every option, each under its own name
+    flat = {**data, **model, **grpo, **NOT_REPRODUCED}  # one YAML for --config: every option under its own name
     (final / CONFIG_FILE).write_text(yaml.safe_dump(flat, sort_keys=False))
+    metadata = {"library_name": "transformers", "tags": ["grpo", "grpo-pipeline", "reasoning"]}
+    if hub_id(model["model_name_or_path"]):
+        metadata["base_model"] = hub_id(model["model_name_or_path"])
+    if hub_id(data["dataset_name"]):
+        metadata["datasets"] = [hub_id(data["dataset_name"])]
     rewards = ", ".join(f"`{name}` × {weight:g}" for name, weight in
                         zip(grpo["reward_funcs"], grpo["reward_weights"] or [1.0] * len(grpo["reward_funcs"])))
     lines = [
         "---",
-        yaml.safe_dump({"base_model": model["model_name_or_path"], "datasets": [data["dataset_name"]],
-                        "library_name": "transformers", "tags": ["grpo", "grpo-pipeline", "reasoning"]},
-                       sort_keys=False).strip(),
+        yaml.safe_dump(metadata, sort_keys=False).strip(),
         "---",
         "",
         f"# {Path(grpo['output_dir']).name}: GRPO with grpo-pipeline",
@@ -59,7 +89,8 @@ def write_model_card(final: Path, config: dict[str, dict[str, Any]], summary: di
         f"- {'LoRA r ' + str(model['lora_r']) + ', merged into' if model['use_peft'] else 'Full fine-tuning of'} "
         "the weights in `merged/`.",
         "",
-        f"Reproduce: `python scripts/train_grpo.py --config {CONFIG_FILE}` (every option of this run).",
+        f"Reproduce: `python scripts/train_grpo.py --config {CONFIG_FILE} --output_dir <a new folder>` (every "
+        "option of this run; it neither resumes this run nor uploads).",
         "",
         "## Evaluation",
         "",
@@ -98,7 +129,7 @@ def push_to_hub(folder: Path, repo_id: str, private: bool, step: int) -> str | N
                           commit_message=f"grpo-pipeline: GRPO, step {step}")
     except Exception as error:  # network, auth, permissions: reported, never a lost run
         logger.error("push_to_hub %s failed (%s: %s); the model is saved in %s. Retry with: "
-                     "huggingface-cli upload %s %s", repo_id, type(error).__name__, error, folder, repo_id, folder)
+                     "hf upload %s %s", repo_id, type(error).__name__, error, folder, repo_id, folder)
         return None
     logger.info("pushed %s to %s", folder, repo.url)
     return str(repo.url)

@@ -12,12 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-from transformers.modeling_outputs import CausalLMOutputWithPast
+import inspect
 
-# transformers renamed ``past_key_values`` to ``cache`` (inputs and outputs) and warns on the old name; the
-# new name is used where this transformers has it (an unknown keyword would be dropped silently: no cache).
-CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+import torch
 
 
 @dataclass(frozen=True)
@@ -75,6 +72,21 @@ def _draw(logits: torch.Tensor, params: SamplingParams, generators: list[torch.G
     return torch.cat(draws).squeeze(1)  # [B]
 
 
+def cache_keyword(model) -> str:
+    """The keyword the model's forward takes its KV cache by: ``cache`` (transformers' new name, the old one
+    warns) or ``past_key_values`` (older transformers, remote code). Read from the innermost model's signature
+    (through PEFT and DDP wrappers): a keyword it does not take would be dropped silently, decoding with no cache."""
+    inner = model
+    while True:
+        if hasattr(inner, "get_base_model"):
+            inner = inner.get_base_model()
+        elif isinstance(getattr(inner, "module", None), torch.nn.Module):
+            inner = inner.module
+        else:
+            break
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: SamplingParams,
                   finished_everywhere: Callable[[bool], bool] | None = None,
@@ -97,8 +109,10 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
     with torch.device(device):  # the caches make their counters on the default device
         prefill_cache = DynamicCache(config=model.config)
         cache = StaticCache(config=model.config, max_cache_len=ids.size(1) + params.max_new_tokens)
-    prefill = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **{CACHE_NAME: prefill_cache})
-    for static_layer, prompt_layer in zip(cache.layers, getattr(prefill, CACHE_NAME).layers):
+    keyword = cache_keyword(model)
+    prefill = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **{keyword: prefill_cache})
+    prompt_cache = prefill.cache if "cache" in prefill else prefill.past_key_values  # the output's name follows suit
+    for static_layer, prompt_layer in zip(cache.layers, prompt_cache.layers):
         static_layer.update(prompt_layer.keys.repeat_interleave(G, 0), prompt_layer.values.repeat_interleave(G, 0))
     rows = ids.size(0) * G
     # The whole cache width is attendable except the prompts' left padding; causality hides the future.
@@ -133,7 +147,7 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
                 attention_mask = attention_mask[keep_rows]
                 _drop_cache_rows(cache, keep_rows)
         logits = model(input_ids=next_tokens[:, None], attention_mask=attention_mask, use_cache=True,
-                       **{CACHE_NAME: cache}).logits[:, -1]  # [rows, V]
+                       **{keyword: cache}).logits[:, -1]  # [rows, V]
     if rows_done is not None and reported < rows:  # the cap ended the rest
         rows_done(rows)
     return tokens[:, : t + 1]

@@ -247,6 +247,8 @@ def reference_logps(state: GRPOState, rollout: Rollout) -> tuple[torch.Tensor | 
     policy.eval()  # no dropout: these are the sampling policy's probabilities
     off_policy = args.num_iterations * args.steps_per_generation > 1 or (
         args.use_vllm and args.vllm_importance_sampling_correction)  # the ratio to vLLM's probabilities needs them
+    if off_policy or args.beta > 0:
+        state.show_phase("reference log-probs")
     old = completion_logps(policy, input_ids, attention_mask, T, **kwargs)[0] if off_policy else None
     ref = None
     if args.beta > 0:
@@ -278,8 +280,6 @@ def run_step(state: GRPOState) -> dict[str, float]:
         batch, rollout, rewards, breakdown = kept.batch, kept.rollout, kept.rewards, kept.breakdown
     advantages = process_advantages(state.accelerator, state.args, rewards, breakdown, rollout.group_size)
     t2 = time.perf_counter()
-    if state.args.beta > 0 or state.args.num_iterations * state.args.steps_per_generation > 1:
-        state.show_phase("reference log-probs")
     old, ref = reference_logps(state, rollout)
     t3 = time.perf_counter()
     train = train_with_retry(state, rollout, advantages.advantages, old, ref)

@@ -69,7 +69,7 @@ def check_trl_backend(args: GRPOArguments, num_processes: int) -> None:
     require(not args.dynamic_sampling, "dynamic_sampling", "is this project's (TRL 1.16 has none); not with "
             "--backend trl")
     require(not args.push_to_hub, "push_to_hub", "uploads from this project's loop; with --backend trl push the "
-            "saved final/ folder (huggingface-cli upload)")
+            "saved final/ folder (hf upload)")
     require(not args.skip_zero_advantage, "skip_zero_advantage", "is this project's (TRL 1.16 has none); not "
             "with --backend trl")
     generation = args.prompts_per_step * args.num_generations

@@ -161,3 +161,20 @@ def test_trls_grpo_names_that_mean_something_else_are_refused_naming_ours(tmp_pa
     path = write(tmp_path, f"{option}: 1\n")
     with pytest.raises(ConfigError, match=rf"^{re.escape(path)}: option '{option}' is TRL's, not this project's"):
         parse_config([GRPOArguments], ["--config", path])
+
+
+def test_yaml_keys_are_field_names_or_their_aliases_only(tmp_path):
+    """argparse's own spellings (the --no_ form of a bool, dashes) are no YAML keys: `no_eval_before: true` would
+    otherwise be taken and do nothing."""
+    from pipeline.grpo.config import GRPOArguments
+
+    for key in ("no_eval_before", "max-steps"):
+        with pytest.raises(ConfigError, match=rf"unknown option '{key}'"):
+            parse_config([GRPOArguments], ["--config", write(tmp_path, f"{key}: true\n")])
+
+
+def test_config_equals_form_is_read(tmp_path):
+    from pipeline.grpo.config import GRPOArguments
+
+    (grpo,) = parse_config([GRPOArguments], [f"--config={write(tmp_path, 'max_steps: 7')}", "--seed", "3"])
+    assert (grpo.max_steps, grpo.seed) == (7, 3)

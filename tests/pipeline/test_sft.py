@@ -153,8 +153,10 @@ def test_resolve_resume(tmp_path):
 
     assert resolve_resume(None, str(tmp_path)) is None
     assert resolve_resume("latest", str(tmp_path)) is None
-    (tmp_path / "checkpoint-3").mkdir()
-    (tmp_path / "checkpoint-12").mkdir()
+    for step in (3, 12, 20):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    for step in (3, 12):  # checkpoint-20 was cut short: transformers writes trainer_state.json last
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     assert resolve_resume("latest", str(tmp_path)).endswith("checkpoint-12")
     with pytest.raises(FileNotFoundError, match="no such checkpoint folder"):
         resolve_resume(str(tmp_path / "nope"), str(tmp_path))
@@ -208,3 +210,8 @@ def test_sft_options_fit_a_machine_without_a_gpu(monkeypatch, caplog):
     assert "SFT trains in float32" in caplog.text and "SFT trains on the CPU" in caplog.text
     (forced,) = parse_config([SFTTrainingArguments], ["--output_dir", "x", "--bf16", "true"])
     assert (forced.bf16, forced.use_cpu) == (True, True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU, but the user trains on the CPU
+    for module in (transformers.utils, transformers.training_args):
+        monkeypatch.setattr(module, "is_torch_bf16_gpu_available", lambda: True)
+    (on_cpu,) = parse_config([SFTTrainingArguments], ["--output_dir", "x", "--use_cpu", "true"])
+    assert (on_cpu.bf16, on_cpu.use_cpu) == (False, True)

@@ -60,7 +60,9 @@ def assert_model_card(final: Path, base: Path) -> None:
     from pipeline.grpo.config import GRPOArguments
 
     card = (final / "merged" / "README.md").read_text()
-    assert card.startswith(f"---\nbase_model: {base}\ndatasets:\n- reasoning_gym:chain_sum\n")
+    # a local start model and a reasoning-gym task are no hub ids: the metadata leaves them out, the text names them
+    assert card.startswith("---\nlibrary_name: transformers\ntags:\n") and "base_model" not in card.split("---")[1]
+    assert f"Trained from `{base}`" in card and "Data: `reasoning_gym:chain_sum`" in card
     assert "Rewards: `reasoning_gym` × 1, `format` × 0.5" in card and "2 steps" in card
     table = card.split("```")[1]
     assert "reasoning_gym:chain_sum, held out, 4 problems" in table
@@ -68,4 +70,5 @@ def assert_model_card(final: Path, base: Path) -> None:
     grpo, model, data = parse_config([GRPOArguments, ModelArguments, DataArguments],
                                      ["--config", str(final / "merged" / "grpo_config.yaml")])
     ran = json.loads((final.parent / "config.json").read_text())
+    ran["grpo"] |= {"resume_from_checkpoint": None, "push_to_hub": False}  # a re-run neither resumes nor uploads
     assert (grpo.to_dict(), model.to_dict(), data.to_dict()) == (ran["grpo"], ran["model"], ran["data"])

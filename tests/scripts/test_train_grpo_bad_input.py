@@ -120,8 +120,8 @@ def test_bad_input_fails_up_front_with_one_line(inputs, index, capsys):
 
 
 def test_the_bare_command_on_a_cpu_names_the_cpu_recipe(monkeypatch, capsys, tmp_path):
-    """No --config and the embedded model on a machine without a GPU: one line naming the CPU configs, before
-    any weights load (the defaults are a GPU's); naming a config goes on to its own checks."""
+    """Neither --config nor --model_name_or_path on a machine without a GPU: one line naming the CPU configs,
+    before any weights load (the defaults are a GPU's); naming a config or a model goes on to their own checks."""
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -132,6 +132,8 @@ def test_the_bare_command_on_a_cpu_names_the_cpu_recipe(monkeypatch, capsys, tmp
     code, stderr = run_in_process(["--config", str(ROOT / "configs" / "grpo_chain_sum_cpu.yaml")], capsys)
     assert code == 2 and stderr.strip().splitlines()[-1].startswith(
         "error: model path 'runs/chain_sum/sft/merged' does not exist: it is an SFT run's output")
+    code, stderr = run_in_process(["--model_name_or_path=/no/such/model"], capsys)
+    assert code == 2 and stderr.strip().splitlines()[-1].startswith("error: model path '/no/such/model' does not exist")
 
 
 def test_a_reward_whose_extra_is_missing_names_the_install_command(inputs, capsys, monkeypatch):

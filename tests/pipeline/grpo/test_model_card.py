@@ -6,6 +6,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
+from huggingface_hub.utils import validate_repo_id
 
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.grpo.config import GRPOArguments
@@ -50,7 +52,7 @@ def hub(monkeypatch):
 
 
 def test_push_to_hub_uploads_the_merged_model_with_its_card_and_config(tmp_path, hub):
-    state = finished_run(tmp_path, push_to_hub=True, hub_private_repo=True)
+    state = finished_run(tmp_path, push_to_hub=True, hub_private_repo=True, resume_from_checkpoint="latest")
     summary = {"steps": 7}
     publish(state, state.run_dir / "final", summary)
     merged = state.run_dir / "final" / "merged"
@@ -58,7 +60,15 @@ def test_push_to_hub_uploads_the_merged_model_with_its_card_and_config(tmp_path,
                          ("upload_folder", str(merged), "my-run", ["README.md", "grpo_config.yaml", "model.safetensors"],
                           "grpo-pipeline: GRPO, step 7")]
     assert summary["hub_url"] == "https://huggingface.co/my-run"
-    assert "Not evaluated in this run" in (merged / "README.md").read_text()
+    card = (merged / "README.md").read_text()
+    assert "Not evaluated in this run" in card
+    # the embedded model and bundled GSM8K are named by their hub ids, which the hub validates on upload
+    metadata = yaml.safe_load(card.split("---")[1])
+    assert (metadata["base_model"], metadata["datasets"]) == ("HuggingFaceTB/SmolLM2-135M-Instruct", ["openai/gsm8k"])
+    for repo_id in (metadata["base_model"], *metadata["datasets"]):
+        validate_repo_id(repo_id)  # raises on an id the hub would refuse
+    config = yaml.safe_load((merged / "grpo_config.yaml").read_text())
+    assert (config["push_to_hub"], config["resume_from_checkpoint"]) == (False, None)  # a re-run does not upload
 
 
 def test_a_failed_upload_keeps_the_run_and_says_how_to_retry(tmp_path, hub, caplog):
@@ -69,7 +79,7 @@ def test_a_failed_upload_keeps_the_run_and_says_how_to_retry(tmp_path, hub, capl
         publish(state, state.run_dir / "final", summary)
     assert summary["hub_url"] is None and hub.calls == []
     merged = state.run_dir / "final" / "merged"
-    assert f"Retry with: huggingface-cli upload me/model {merged}" in caplog.text
+    assert f"Retry with: hf upload me/model {merged}" in caplog.text
     assert (merged / "README.md").is_file()
 
 

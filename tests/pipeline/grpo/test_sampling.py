@@ -174,3 +174,16 @@ def test_rows_done_reports_each_completion_as_it_finishes(model_and_prompts):
     reports = []
     sample_groups(model, prompts, [3, 4], params_for(model, tokenizer, eos_ids=(eos,)), rows_done=reports.append)
     assert reports == expected and reports[-1] == 6
+
+
+def test_cache_keyword_follows_the_models_forward(model_and_prompts):
+    """transformers' own models take ``cache``; a forward that only knows ``past_key_values`` (older transformers,
+    remote code) gets that: an unknown keyword would be swallowed by **kwargs and decode with no cache."""
+    from pipeline.grpo.sampling import cache_keyword
+
+    class OldStyle(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None, past_key_values=None, use_cache=None, **kwargs):
+            raise NotImplementedError
+
+    assert cache_keyword(model_and_prompts[0]) == "cache"
+    assert cache_keyword(OldStyle()) == "past_key_values"

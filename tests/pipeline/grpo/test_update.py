@@ -175,7 +175,11 @@ def test_mixed_precision_follows_the_launch_config_unless_set(tiny_model_dir, mi
     assert state.accelerator.mixed_precision == expected
 
 
-def test_skip_zero_advantage_trains_fewer_rows_to_the_same_weights(tiny_model_dir, mini_gsm8k, tmp_path, monkeypatch):
+@pytest.mark.parametrize("options", [{"loss_type": "dapo"},
+                                     {"loss_type": "bnpo", "importance_sampling_level": "sequence", "num_iterations": 2}],
+                         ids=["dapo", "bnpo-sequence-mu2"])
+def test_skip_zero_advantage_trains_fewer_rows_to_the_same_weights(tiny_model_dir, mini_gsm8k, tmp_path, monkeypatch,
+                                                                   options):
     """Two AdamW updates of 4 completions. Row 1 has advantage 0 and the whole second update has: skipping them
     must train 3 rows, then 1 (a zero-gradient row, so that AdamW still takes its momentum step), and reach the
     weights of the full 8-row update. No LoRA dropout: its random masks would depend on the rows trained."""
@@ -192,7 +196,7 @@ def test_skip_zero_advantage_trains_fewer_rows_to_the_same_weights(tiny_model_di
     for skip in (False, True):
         state, (rollout, advantages, old, ref) = two_update_state(tmp_path / str(skip), tiny_model_dir, mini_gsm8k,
                                                                   skip_zero_advantage=skip, micro_batch_size=4,
-                                                                  lora_dropout=0.0)
+                                                                  lora_dropout=0.0, **options)
         advantages = advantages.clone()
         advantages[1] = 0.0
         advantages[4:] = 0.0
@@ -200,6 +204,20 @@ def test_skip_zero_advantage_trains_fewer_rows_to_the_same_weights(tiny_model_di
         trained.clear()
         train_on_rollout(state, rollout, advantages, old, ref)
         weights[skip] = {n: p.detach().clone() for n, p in state.policy.named_parameters() if p.requires_grad}
-        assert trained == ([3, 1] if skip else [4, 4])
+        passes = options.get("num_iterations", 1)
+        assert trained == ([3, 1] if skip else [4, 4]) * passes
     for name, full in weights[False].items():
         torch.testing.assert_close(weights[True][name], full, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("options, reason", [({"beta": 0.04}, "needs beta 0"),
+                                             ({"entropy_coef": 0.01}, "entropy bonus"),
+                                             ({"use_adaptive_entropy": True}, "entropy bonus"),
+                                             ({"top_entropy_quantile": 0.5}, "top_entropy_quantile")])
+def test_skip_zero_advantage_refuses_what_acts_on_every_completion(options, reason):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"option --skip_zero_advantage: .*{reason}"):
+        GRPOArguments(skip_zero_advantage=True, **({"beta": 0.0} | options))
+    with pytest.raises(ConfigError, match="option --skip_zero_advantage: runs in a single training process"):
+        GRPOArguments(skip_zero_advantage=True, beta=0.0).check_processes(2)

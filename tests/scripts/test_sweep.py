@@ -53,7 +53,7 @@ def test_a_tiny_sweep_tabulates_every_cell_and_resumes(tmp_path, monkeypatch):
     markdown = (out / "sweep.md").read_text()
     assert "| group_size=16 | 2 |" in markdown and markdown.splitlines()[0].endswith("| best_arm |")
     png = (out / "sweep.png").read_bytes()
-    assert int.from_bytes(png[16:20], "big") == round(2 * 5.2 * 110)  # two panels side by side: the two curves
+    assert int.from_bytes(png[16:20], "big") == round(2 * 7.5 * 110)  # two panels side by side: the two curves
     assert json.loads((out / "sweep.json").read_text())["grid"] == {"group_size": ["4", "16"]}
 
     # Rerun: every cell is finished, so nothing runs again (the cell logs are not rewritten).

@@ -121,7 +121,7 @@ def log_step(state: GRPOState, metrics: dict[str, Any], progress) -> None:
         progress.set_postfix(reward=f"{metrics['reward'] or 0:.3f}", **kl, len=f"{metrics['completion_length']:.0f}")
         if metrics["step"] % state.args.logging_steps == 0:
             accuracy = f", accuracy {metrics['accuracy']:.3f}" if metrics.get("accuracy") is not None else ""
-            kl_text = f", kl {metrics['kl']:.4f}" if state.args.beta > 0 else ""
+            kl_text = "".join(f", kl {value}" for value in kl.values())
             logger.info("step %d: reward %.3f%s%s, loss %.4f, %.1fs (generate %.1fs)", metrics["step"],
                         metrics["reward"] or 0.0, accuracy, kl_text, metrics["loss"], metrics["time/step"],
                         metrics["time/generate"])

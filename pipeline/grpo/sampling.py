@@ -9,10 +9,9 @@ which other prompts share its batch or process.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import inspect
 
 import torch
 

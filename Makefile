@@ -88,10 +88,21 @@ gpu-smoke: install
 	$(BIN)/python scripts/gpu_smoke.py
 	$(BIN)/python -m pytest -m gpu tests/scripts/test_gpu_smoke.py
 
+# What a lent GPU machine with torch, transformers, peft and accelerate but no package index needs (carry
+# .gpu-smoke there; `bash scripts/gpu_smoke_offline.sh` installs the wheels and runs the checks):
+# SmolLM2's tokenizer files, and wheels for its Python 3.12 at the versions installed here.
+GPU_WHEELS := trl datasets transformers peft dill multiprocess hjson pydantic pydantic_core annotated-types \
+	typing-inspection regex fsspec
+GPU_PIP := --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+pinned = $$($(BIN)/python -c "import importlib.metadata as m, sys; print(*(f'{n}=={m.version(n)}' for n in sys.argv[1:]))" $(1))
+
 gpu-smoke-files: install
-	mkdir -p .gpu-smoke/tokenizer
+	mkdir -p .gpu-smoke/tokenizer .gpu-smoke/wheels
 	$(BIN)/python -c "from pipeline.arguments import ModelArguments; from pipeline.models import resolve_model_path; print(resolve_model_path(ModelArguments()))" \
 	  | xargs -I{} sh -c 'cp {}/tokenizer.json {}/tokenizer_config.json {}/chat_template.jinja {}/config.json {}/generation_config.json .gpu-smoke/tokenizer/'
+	$(BIN)/pip download -q $(GPU_PIP) -d .gpu-smoke/wheels $(call pinned,$(GPU_WHEELS))
+	DS_BUILD_OPS=0 $(BIN)/pip wheel -q --no-deps --no-build-isolation -w .gpu-smoke/wheels $(call pinned,deepspeed)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

@@ -61,11 +61,36 @@ def _run(command: list[str], log: Path) -> None:
         raise RuntimeError(f"exit {done.returncode}: {lines[-1] if lines else ''} (log: {log})")
 
 
+def vowel_share_reward(prompts: list, completions: list, **kwargs) -> list[float]:
+    """Share of a completion's letters that are vowels: a reward that varies on a random model's text, so that
+    the smoke's GRPO steps have non-zero advantages and gradients (accuracy and format are 0 on random text).
+
+    >>> vowel_share_reward(["p", "p"], ["aeb", "xyz1"])
+    [0.6666666666666666, 0.0]
+    """
+    shares = []
+    for completion in completions:
+        text = completion if isinstance(completion, str) else completion[-1]["content"]
+        letters = [c for c in text.lower() if c.isalpha()]
+        shares.append(sum(c in "aeiou" for c in letters) / len(letters) if letters else 0.0)
+    return shares
+
+
+def _trained(rows: list[dict]) -> list[dict]:
+    """The steps whose update had a signal: refuses a run in which no step had a finite, non-zero gradient."""
+    trained = [r for r in rows if r["frac_reward_zero_std"] < 1 and 0 < r["grad_norm"] < float("inf")]
+    if not trained:
+        raise RuntimeError(f"no step had a finite non-zero gradient: "
+                           f"{[(r['frac_reward_zero_std'], r['grad_norm']) for r in rows]}")
+    return trained
+
+
 def _grpo(smoke: Smoke, name: str, precision: str, *extra: str, launcher: list[str] | None = None) -> dict:
     out = smoke.work_dir / name
     _run([*(launcher or [sys.executable]), "scripts/train_grpo.py", "--model_name_or_path", str(smoke.model_dir),
           "--use_peft", "true", "--max_steps", "2", "--prompts_per_step", "2", "--num_generations", "4",
           "--micro_batch_size", "4", "--max_completion_length", "32", "--reward_funcs", "accuracy", "format",
+          "pipeline.gpu_smoke:vowel_share_reward",
           "--learning_rate", "1e-4", "--mixed_precision", smoke.precision(precision), "--eval_limit", "0",
           "--save_steps", "0", "--output_dir", str(out), *extra], smoke.work_dir / f"{name}.log")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -84,13 +109,17 @@ def check_sft_step(smoke: Smoke) -> str:
 
 def check_grpo_bf16(smoke: Smoke) -> str:
     run = _grpo(smoke, "grpo_bf16", "bf16")
-    return f"{len(run['rows'])} steps, loss {run['rows'][-1]['loss']:.4f}, mixed precision {smoke.precision('bf16')}"
+    trained = _trained(run["rows"])
+    return (f"{len(run['rows'])} steps, grad norm {trained[-1]['grad_norm']:.3g}, kl at the last step "
+            f"{run['rows'][-1]['kl']:.2g}, mixed precision {smoke.precision('bf16')}")
 
 
 def check_grpo_fp16(smoke: Smoke) -> str:
     run = _grpo(smoke, "grpo_fp16", "fp16")
     skipped = sum(r["skipped_updates"] for r in run["rows"])
-    return f"{len(run['rows'])} steps, {skipped:.0f} updates skipped by the GradScaler"
+    trained = _trained(run["rows"])  # a GradScaler that skipped every update would leave none
+    return (f"{len(run['rows'])} steps, {skipped:.0f} updates skipped by the GradScaler, "
+            f"grad norm {trained[-1]['grad_norm']:.3g}")
 
 
 def check_evaluation(smoke: Smoke) -> str:
@@ -109,7 +138,8 @@ def check_zero2_step(smoke: Smoke) -> str:
     engine = run["config"]["engine"]
     if engine.get("zero_stage") != 2:
         raise RuntimeError(f"DeepSpeed not engaged: {engine}")
-    return f"ZeRO stage {engine['zero_stage']}, {engine['optimizer']}, loss {run['rows'][-1]['loss']:.4f}"
+    trained = _trained(run["rows"])
+    return f"ZeRO stage {engine['zero_stage']}, {engine['optimizer']}, grad norm {trained[-1]['grad_norm']:.3g}"
 
 
 def check_sampler_matches_generate(smoke: Smoke) -> str:

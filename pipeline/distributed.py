@@ -49,6 +49,8 @@ def make_accelerator(mixed_precision: str, *, micro_batch_size: int, max_grad_no
     on_gpu = torch.cuda.is_available()
     # DeepSpeed on CPU: its CPU accelerator over gloo (cpu=True would bypass it).
     handlers = [InitProcessGroupKwargs(backend="gloo")] if engine == "deepspeed" and not on_gpu else []
+    if engine == "deepspeed" and not on_gpu:
+        _skip_deepspeed_shared_memory_kernel()
     accelerator = Accelerator(cpu=not on_gpu and engine != "deepspeed", mixed_precision=mixed_precision,
                               kwargs_handlers=handlers, **kwargs)
     if engine == "fsdp" and not on_gpu and accelerator.distributed_type == DistributedType.MULTI_CPU:
@@ -66,6 +68,15 @@ def make_accelerator(mixed_precision: str, *, micro_batch_size: int, max_grad_no
         logger.info("DeepSpeed ZeRO stage %s on %d processes (%s)", zero_stage(accelerator), accelerator.num_processes,
                     accelerator.device.type)
     return accelerator
+
+
+def _skip_deepspeed_shared_memory_kernel() -> None:
+    """DeepSpeed's CPU backend compiles a shared-memory all-reduce kernel as it starts (a C++ build: ~50 s on two
+    cores, a compiler needed at run time, redone for each install path). Only its inference all-reduce uses it;
+    training reduces through torch.distributed (gloo) either way. Marking the op unavailable skips the build."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # ShareMemCommBuilder.NAME (deepspeed 0.19)
 
 
 def _fsdp_on_cpu(accelerator) -> None:

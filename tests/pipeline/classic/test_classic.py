@@ -10,12 +10,13 @@ from pipeline.config import ConfigError
 
 @pytest.mark.slow
 def test_cartpole_grpo_beats_the_hand_crafted_rule(tmp_path):
-    summary = train_cartpole(CartPoleConfig(output_dir=str(tmp_path)))  # 40 iterations, ~1 min here
-    assert summary["greedy_return"] >= 475, summary["greedy_return"]  # measured: 500.0 on all 20 seeds
+    # 20 iterations (the config's 40 take twice as long): measured 500.0 at 20, as at 40 on all 20 seeds
+    summary = train_cartpole(CartPoleConfig(output_dir=str(tmp_path), iterations=20))
+    assert summary["greedy_return"] >= 475, summary["greedy_return"]
     assert summary["greedy_return"] > summary["hand_crafted_return"]  # the rule: 46.5
     assert summary["hand_crafted_return"] == pytest.approx(mean_greedy_return(None, CartPoleConfig().eval_seeds))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 40 and rows[-1]["return"] > rows[0]["return"]
+    assert len(rows) == 20 and rows[-1]["return"] > rows[0]["return"]
     assert (tmp_path / "plots" / "return.png").is_file()
 
 

@@ -114,7 +114,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 def held_out_accuracy(run_dir: str | Path) -> list[tuple[int, float, float, float, int, str]]:
     """The run's periodic evaluations (``eval/step-N/summary.json``) as (step, greedy strict accuracy, 95% Wilson
     low, high, problems, split), by step."""
-    from pipeline.stats import wilson_interval
+    from pipeline.evaluation.stats import wilson_interval
 
     points = []
     for path in Path(run_dir).glob("eval/step-*/summary.json"):

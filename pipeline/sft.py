@@ -21,7 +21,7 @@ from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
 from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.data import Example, PromptTemplate, get_template
 from pipeline.data.sources import stage_examples
-from pipeline.evaluate import check_gold_answers, evaluate_gsm8k, format_table, write_results
+from pipeline.evaluation.evaluate import check_gold_answers, evaluate_gsm8k, format_table, write_results
 from pipeline.models import add_lora, load_model, load_tokenizer
 from pipeline.runtime import GracefulInterrupt, resolve_device, warn_if_cpu_bf16_is_slow
 
@@ -187,7 +187,7 @@ def evaluate_on_test(model_args: ModelArguments, data_args: DataArguments, scrip
 def finished_evaluation(folder: Path, script_args: SFTScriptArguments, training_args) -> dict[str, Any] | None:
     """On a resumed run, the base model's evaluation already written with the same settings (it is not
     repeated); None otherwise."""
-    from pipeline.evaluate import SUMMARY_FILE as EVAL_SUMMARY
+    from pipeline.evaluation.evaluate import SUMMARY_FILE as EVAL_SUMMARY
 
     path = folder / EVAL_SUMMARY
     if not training_args.resume_from_checkpoint or not path.is_file():

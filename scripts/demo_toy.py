@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from pipeline.runtime import setup_logging
-from pipeline.stats import format_change, format_rate
+from pipeline.evaluation.stats import format_change, format_rate
 from pipeline.toy import build_start_point, held_out_outcomes, run_grpo
 
 

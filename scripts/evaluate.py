@@ -12,7 +12,7 @@ import logging
 from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
 from pipeline.config import run_script
 from pipeline.data import get_template
-from pipeline.evaluate import check_gold_answers, evaluate_gsm8k, format_table, write_results
+from pipeline.evaluation.evaluate import check_gold_answers, evaluate_gsm8k, format_table, write_results
 from pipeline.models import load_model, load_tokenizer
 from pipeline.runtime import resolve_device, seed_everything, setup_logging
 

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.evaluate import format_comparison
+from pipeline.evaluation.evaluate import format_comparison
 
 
 def rows(sft_dir: Path, grpo_dir: Path, control_dir: Path | None = None) -> list[tuple[str, dict]]:

@@ -24,7 +24,7 @@ CONFIG_TYPES = [GRPOArguments, ModelArguments, DataArguments]
 
 
 def print_before_after(summary: dict) -> None:
-    from pipeline.evaluate import format_comparison
+    from pipeline.evaluation.evaluate import format_comparison
 
     before, after = summary.get("eval_before"), summary.get("eval_after")
     if before and after:

@@ -15,7 +15,7 @@ import sys
 
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import run_script
-from pipeline.evaluate import format_comparison
+from pipeline.evaluation.evaluate import format_comparison
 from pipeline.runtime import end_process_group, setup_logging
 from pipeline.sft import SFTScriptArguments, SFTTrainingArguments, run_sft
 

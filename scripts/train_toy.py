@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.config import ValidatedConfig, field_with_help, parse_or_exit, require
 from pipeline.grpo.config import GRPOArguments
 from pipeline.runtime import setup_logging
-from pipeline.stats import format_change, format_rate, paired_difference
+from pipeline.evaluation.stats import format_change, format_rate, paired_difference
 from pipeline.toy import held_out_outcomes, kl_from_start, last_steps_means, load_or_build_start_point, train_toy
 
 

@@ -72,7 +72,7 @@ def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
     examples, eval_examples, record = stage_examples(data_args, "grpo")
     check_reward_columns(reward_funcs, args.reward_funcs, examples)
     if args.eval_limit:
-        from pipeline.evaluate import check_gold_answers
+        from pipeline.evaluation.evaluate import check_gold_answers
 
         check_gold_answers(eval_examples[: args.eval_limit])
     return examples, eval_examples, record["evaluation_label"]

@@ -105,7 +105,7 @@ def write_model_card(final: Path, config: dict[str, dict[str, Any]], summary: di
 
 
 def _evaluation(summary: dict[str, Any]) -> list[str]:
-    from pipeline.evaluate import format_comparison
+    from pipeline.evaluation.evaluate import format_comparison
 
     rows = [(name, summary[key]) for name, key in (("before GRPO", "eval_before"), ("after GRPO", "eval_after"))
             if summary.get(key)]

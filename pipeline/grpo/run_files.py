@@ -54,7 +54,7 @@ def write_samples(state: GRPOState, batch, rollout: Rollout, rewards: torch.Tens
 def evaluate_policy(state: GRPOState, test_examples: list[Example], tag: str) -> dict[str, Any] | None:
     """GSM8K evaluation of the current policy on the main process (on every process, in step, when the
     parameters are sharded: each forward gathers them from all); returns the summary."""
-    from pipeline.evaluate import evaluate_gsm8k, write_results
+    from pipeline.evaluation.evaluate import evaluate_gsm8k, write_results
 
     args, main = state.args, state.accelerator.is_main_process
     if not args.eval_limit or not (main or state.finished_everywhere is not None):

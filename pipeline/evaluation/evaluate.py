@@ -19,7 +19,7 @@ import torch
 from pipeline.arguments import EvalArguments
 from pipeline.data import DataError, Example, PromptTemplate, render_prompt
 from pipeline.generation import generate
-from pipeline.stats import format_change, format_rate
+from pipeline.evaluation.stats import format_change, format_rate
 from rewards.reasoning_gym_reward import extract_tagged_answer
 from rewards.parsing import (
     GoldAnswerError,

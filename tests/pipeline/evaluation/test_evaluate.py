@@ -6,7 +6,7 @@ import torch
 
 from pipeline.arguments import EvalArguments
 from pipeline.data import get_template, load_gsm8k, render_prompt
-from pipeline.evaluate import (
+from pipeline.evaluation.evaluate import (
     evaluate_gsm8k,
     format_table,
     majority_answer,
@@ -132,7 +132,7 @@ def test_limit_and_determinism(tiny_model_args, tmp_path):
 
 def test_reasoning_gym_problems_are_judged_by_the_tasks_own_verifier():
     from pipeline.arguments import DataArguments
-    from pipeline.evaluate import NumericJudge, ReasoningGymJudge, judge_for
+    from pipeline.evaluation.evaluate import NumericJudge, ReasoningGymJudge, judge_for
 
     words = DataArguments(dataset_name="reasoning_gym:spell_backward", dataset_size=4, eval_holdout_size=2).load_splits()
     example = words.train[0]  # a text answer: the numeric reader could not judge it

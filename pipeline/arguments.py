@@ -127,6 +127,9 @@ class DataArguments(ValidatedConfig):
         )
 
 
+LM_EVAL_PROTOCOLS = ("gsm8k", "gsm8k_cot", "gsm8k_cot_zeroshot")  # pipeline.evaluation.protocols defines them
+
+
 @dataclass
 class EvalArguments(ValidatedConfig):
     # --- what to evaluate ---
@@ -141,9 +144,25 @@ class EvalArguments(ValidatedConfig):
     seed: int = field_with_help(42, "Random seed.")
     device: str = field_with_help(
         "auto", "Device to evaluate on: auto (the accelerator: cuda when there is one, else cpu), cpu, cuda, cuda:1.")
+    # --- lm-evaluation-harness's protocols (numbers comparable with lm-eval's) ---
+    protocol: str | None = field_with_help(
+        None, "Evaluate as lm-eval's task of this name does (gsm8k: 5-shot; gsm8k_cot: 8 fixed exemplars; "
+        "gsm8k_cot_zeroshot): its prompts, stop sequences, 256-token cap and filters, in place of --prompt_template.")
+    apply_chat_template: bool = field_with_help(False, "--protocol: wrap the prompt in the chat template, as "
+                                                "lm-eval's --apply_chat_template does.")
+    fewshot_as_multiturn: bool | None = field_with_help(
+        None, "--protocol with --apply_chat_template: shots as chat turns (lm-eval's default then: true).")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(self.protocol is None or self.protocol in LM_EVAL_PROTOCOLS, "protocol",
+                f"must be one of {', '.join(LM_EVAL_PROTOCOLS)}, got {self.protocol!r}")
+        require(self.protocol is None or self.num_samples == 0, "num_samples",
+                "lm-eval's GSM8K protocols decode greedily; leave --num_samples at 0 with --protocol")
+        require(not self.fewshot_as_multiturn or self.apply_chat_template, "fewshot_as_multiturn",
+                "needs --apply_chat_template true (as in lm-eval)")
+        if self.fewshot_as_multiturn is None:
+            self.fewshot_as_multiturn = self.apply_chat_template
         require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
         require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps", "xpu"), "device",
                 f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,20 @@ def completion_lengths(completion_ids: torch.Tensor, eos_token_ids: set[int]) ->
     width = completion_ids.shape[1]
     first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), torch.full_like(is_eos[:, 0], width, dtype=torch.long))
     return torch.clamp(first_eos + 1, max=width)
+
+
+class StopStrings:
+    """Which rows' completions so far contain a stop sequence, read from the text of their last few tokens as
+    each token arrives (as lm-eval's stopping criterion does): ``[rows, t]`` token ids -> ``[rows]`` bool."""
+
+    def __init__(self, tokenizer, strings: Sequence[str]):
+        self.tokenizer, self.strings = tokenizer, [s for s in strings if s]
+        # a stop sequence's own token count, and two more for the tokens a boundary can split it over
+        self.lookback = max((len(tokenizer(s, add_special_tokens=False).input_ids) for s in self.strings), default=0) + 2
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        tails = self.tokenizer.batch_decode(tokens[:, -self.lookback :].tolist())
+        return torch.tensor([any(s in tail for s in self.strings) for tail in tails], device=tokens.device)
 
 
 def encode(tokenizer, text: str, device: torch.device | str) -> torch.Tensor:
@@ -64,6 +79,7 @@ def generate(
     num_return_sequences: int = 1,
     finished_everywhere=None,
     rows_done=None,
+    stop_strings: Sequence[str] = (),
 ) -> Generated:
     """Generate ``num_return_sequences`` completions for each prompt text (left-padded batch).
 
@@ -72,12 +88,17 @@ def generate(
     ``finished_everywhere``: with sharded parameters, the collective stop test that keeps processes in step
     (greedy decoding; ``generate``'s own is ``synced_gpus``). See ``sample_groups``.
     ``rows_done``: greedy decoding calls it with the number of prompts finished so far, as it grows.
+    ``stop_strings``: greedy decoding also ends a row once its text holds one of these (the text keeps it: cut
+    it with ``pipeline.evaluation.protocols.cut_at_stop``).
     """
     from transformers import GenerationConfig
 
     eos_ids = eos_token_ids(model, tokenizer)
     if not do_sample and num_return_sequences == 1:
-        return _greedy(model, tokenizer, prompts, max_new_tokens, eos_ids, finished_everywhere, rows_done)
+        stopped = StopStrings(tokenizer, stop_strings) if stop_strings else None
+        return _greedy(model, tokenizer, prompts, max_new_tokens, eos_ids, finished_everywhere, rows_done, stopped)
+    if stop_strings:
+        raise ValueError("stop_strings: greedy decoding only")
     # Chat-templated prompts already hold their special tokens.
     encoded = tokenizer(prompts, padding=True, add_special_tokens=False)  # lists: tensors are made on the model's device
     batch = {key: torch.tensor(encoded[key], device=model.device) for key in ("input_ids", "attention_mask")}
@@ -104,13 +125,14 @@ def generate(
 
 
 def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, eos_ids: set[int],
-            finished_everywhere=None, rows_done=None) -> Generated:
+            finished_everywhere=None, rows_done=None, stopped=None) -> Generated:
     from pipeline.grpo.sampling import SamplingParams, sample_groups
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
     params = SamplingParams(1, max_new_tokens, 0.0, 1.0, tuple(sorted(eos_ids)), pad)
     ids = [encode(tokenizer, p, model.device) for p in prompts]
-    completion_ids = sample_groups(model, ids, [0] * len(ids), params, finished_everywhere, rows_done)  # [P, T]
+    completion_ids = sample_groups(model, ids, [0] * len(ids), params, finished_everywhere, rows_done,  # [P, T]
+                                   stopped)
     lengths = completion_lengths(completion_ids, eos_ids).tolist()
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     return Generated(texts=[[t] for t in texts], num_tokens=[[n] for n in lengths])

@@ -16,6 +16,20 @@ from pipeline.tiny import build_tiny_llama
 TAGS = "<reasoning>\n</reasoning>\n<answer>\n</answer>\n#### 0123456789"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--lm-eval", action="store_true",
+                     help="run the tests that run lm-evaluation-harness itself (make test-lm-eval; CI runs them)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--lm-eval"):
+        return
+    elsewhere = pytest.mark.skip(reason="lm-eval parity runs in `make test-lm-eval` (CI runs it), about 6 minutes")
+    for item in items:
+        if "lm_eval" in item.keywords:
+            item.add_marker(elsewhere)
+
+
 @pytest.fixture(scope="session")
 def gsm8k_corpus() -> list[str]:
     examples = load_gsm8k(split="train").examples[:300]

@@ -22,3 +22,24 @@ def test_greedy_generation_equals_transformers_generate(tiny_model_args):
         assert ours.texts[i] == [tokenizer.decode(completion, skip_special_tokens=True)]
         assert ours.num_tokens[i] == [completion.numel()]
     assert len({len(tokenizer(p).input_ids) for p in prompts}) > 1  # the batch needed left padding
+
+
+def test_stop_strings_end_greedy_rows_at_the_stop_text_and_keep_the_tokens_before_it(tiny_model_args):
+    """A stop sequence taken from the middle of each prompt's unconstrained greedy text: decoding then ends
+    where that text has appeared (fewer tokens), on the same tokens up to there (lm-eval's stopping rule)."""
+    from pipeline.evaluation.protocols import cut_at_stop
+
+    model, tokenizer = load_model(tiny_model_args).eval(), load_tokenizer(tiny_model_args)
+    prompts = [f"Question {i}: how many apples?" for i in range(3)]
+    free = generate(model, tokenizer, prompts, max_new_tokens=40, do_sample=False)
+    texts = [t[0] for t in free.texts]
+    stop = texts[0][len(texts[0]) // 3 : len(texts[0]) // 3 + 4]  # 4 characters from the first third of row 0
+    assert len(texts[0]) >= 12 and stop.strip()
+    stopped = generate(model, tokenizer, prompts, max_new_tokens=40, do_sample=False, stop_strings=[stop])
+    got = [t[0] for t in stopped.texts]
+    assert all(text.startswith(g) for text, g in zip(texts, got))  # the same greedy tokens, up to the stop
+    assert [cut_at_stop(g, [stop]) for g in got] == [cut_at_stop(text, [stop]) for text in texts]
+    holds_stop = [stop in text for text in texts]
+    assert holds_stop[0] and [stop in g for g in got] == holds_stop
+    shorter = [stopped.num_tokens[i][0] < free.num_tokens[i][0] for i in range(len(prompts))]
+    assert shorter == holds_stop  # only the rows whose text reached the stop ended early

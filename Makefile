@@ -83,12 +83,14 @@ test-vllm: vllm-venv
 # lm-evaluation-harness itself, offline, on a model folder (base, or merged/ of SFT or GRPO), with the shipped
 # task configs (configs/lm_eval: lm-eval's gsm8k tasks reading the bundled GSM8K). Its number is lm-eval's own:
 #   make eval-lm-eval MODEL=runs/cpu_long/grpo/merged TASKS=gsm8k_bundled LIMIT=200
-MODEL ?= $(shell $(BIN)/python -c "from pipeline.arguments import ModelArguments; from pipeline.models import resolve_model_path; print(resolve_model_path(ModelArguments()))" 2>/dev/null)
+# LIMIT empty: all 1,319 problems per task at batch 1 (hours on a CPU). MODEL: a folder path without commas.
+MODEL ?= $(shell $(BIN)/python -c "from pipeline.arguments import ModelArguments; from pipeline.models import resolve_model_path; print(resolve_model_path(ModelArguments()))")
 TASKS ?= gsm8k_bundled,gsm8k_cot_zeroshot_bundled
-LIMIT ?=
+LIMIT ?= 100
 LM_EVAL_OUT ?= runs/lm_eval
 eval-lm-eval: install
-	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/lm_eval --model hf --model_args pretrained=$(MODEL),dtype=float32 \
+	@test -n "$(MODEL)" || { echo "error: MODEL is empty: give MODEL=path/to/model/folder" >&2; exit 2; }
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/lm_eval --model hf --model_args "pretrained=$(MODEL),dtype=float32" \
 	  --device $(if $(filter 1,$(shell $(BIN)/python -c "import torch; print(int(torch.cuda.is_available()))")),cuda,cpu) \
 	  --include_path configs/lm_eval --tasks $(TASKS) --batch_size 1 $(if $(LIMIT),--limit $(LIMIT)) \
 	  --log_samples --output_path $(LM_EVAL_OUT)

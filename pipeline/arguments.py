@@ -147,7 +147,8 @@ class EvalArguments(ValidatedConfig):
     # --- lm-evaluation-harness's protocols (numbers comparable with lm-eval's) ---
     protocol: str | None = field_with_help(
         None, "Evaluate as lm-eval's task of this name does (gsm8k: 5-shot; gsm8k_cot: 8 fixed exemplars; "
-        "gsm8k_cot_zeroshot): its prompts, stop sequences, 256-token cap and filters, in place of --prompt_template.")
+        "gsm8k_cot_zeroshot): its prompts, stop sequences, 256-token cap and filters, in place of "
+        "--prompt_template, --system_prompt, --max_new_tokens and held-out rows (problems: the first of --eval_split).")
     apply_chat_template: bool = field_with_help(False, "--protocol: wrap the prompt in the chat template, as "
                                                 "lm-eval's --apply_chat_template does.")
     fewshot_as_multiturn: bool | None = field_with_help(
@@ -161,6 +162,8 @@ class EvalArguments(ValidatedConfig):
                 "lm-eval's GSM8K protocols decode greedily; leave --num_samples at 0 with --protocol")
         require(not self.fewshot_as_multiturn or self.apply_chat_template, "fewshot_as_multiturn",
                 "needs --apply_chat_template true (as in lm-eval)")
+        require(not self.apply_chat_template or self.protocol is not None, "apply_chat_template",
+                "applies to --protocol evaluations (the project's own template always uses the chat template)")
         if self.fewshot_as_multiturn is None:
             self.fewshot_as_multiturn = self.apply_chat_template
         require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")

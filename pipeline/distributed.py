@@ -76,7 +76,11 @@ def _skip_deepspeed_shared_memory_kernel() -> None:
     training reduces through torch.distributed (gloo) either way. Marking the op unavailable skips the build."""
     import deepspeed.ops
 
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # ShareMemCommBuilder.NAME (deepspeed 0.19)
+    compatible = deepspeed.ops.__compatible_ops__  # DeepSpeed's own table of usable ops (0.19)
+    if "deepspeed_shm_comm" in compatible:  # ShareMemCommBuilder.NAME
+        compatible["deepspeed_shm_comm"] = False
+    else:
+        logger.warning("this DeepSpeed has no deepspeed_shm_comm op entry: it may compile kernels as it starts")
 
 
 def _fsdp_on_cpu(accelerator) -> None:

@@ -44,7 +44,7 @@ class StopStrings:
         return torch.tensor([any(s in tail for s in self.strings) for tail in tails], device=tokens.device)
 
 
-def encode(tokenizer, text: str, device: torch.device | str) -> torch.Tensor:
+def encode(tokenizer, text: str, device: torch.device | str, add_special_tokens: bool = False) -> torch.Tensor:
     """Token ids ``[L]`` of a rendered prompt, on ``device`` (chat-templated text holds its special tokens).
 
     The tokenizer's own tensors would be made on torch's default device, not the model's.
@@ -55,7 +55,7 @@ def encode(tokenizer, text: str, device: torch.device | str) -> torch.Tensor:
     >>> encode(tok, "b", "cpu")
     tensor([1])
     """
-    ids = tokenizer(text, add_special_tokens=False).input_ids
+    ids = tokenizer(text, add_special_tokens=add_special_tokens).input_ids
     return torch.tensor(ids, dtype=torch.long, device=device)
 
 
@@ -80,6 +80,7 @@ def generate(
     finished_everywhere=None,
     rows_done=None,
     stop_strings: Sequence[str] = (),
+    add_special_tokens: bool = False,
 ) -> Generated:
     """Generate ``num_return_sequences`` completions for each prompt text (left-padded batch).
 
@@ -89,16 +90,18 @@ def generate(
     (greedy decoding; ``generate``'s own is ``synced_gpus``). See ``sample_groups``.
     ``rows_done``: greedy decoding calls it with the number of prompts finished so far, as it grows.
     ``stop_strings``: greedy decoding also ends a row once its text holds one of these (the text keeps it: cut
-    it with ``pipeline.evaluation.protocols.cut_at_stop``).
+    it with ``pipeline.evaluation.protocols.cut_at_stop``). ``add_special_tokens``: greedy decoding encodes the
+    prompts with the tokenizer's special tokens (lm-eval's rule for text without a chat template's BOS).
     """
     from transformers import GenerationConfig
 
     eos_ids = eos_token_ids(model, tokenizer)
     if not do_sample and num_return_sequences == 1:
         stopped = StopStrings(tokenizer, stop_strings) if stop_strings else None
-        return _greedy(model, tokenizer, prompts, max_new_tokens, eos_ids, finished_everywhere, rows_done, stopped)
-    if stop_strings:
-        raise ValueError("stop_strings: greedy decoding only")
+        return _greedy(model, tokenizer, prompts, max_new_tokens, eos_ids, finished_everywhere, rows_done, stopped,
+                       add_special_tokens)
+    if stop_strings or add_special_tokens:
+        raise ValueError("stop_strings and add_special_tokens: greedy decoding of one completion per prompt only")
     # Chat-templated prompts already hold their special tokens.
     encoded = tokenizer(prompts, padding=True, add_special_tokens=False)  # lists: tensors are made on the model's device
     batch = {key: torch.tensor(encoded[key], device=model.device) for key in ("input_ids", "attention_mask")}
@@ -125,12 +128,12 @@ def generate(
 
 
 def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, eos_ids: set[int],
-            finished_everywhere=None, rows_done=None, stopped=None) -> Generated:
+            finished_everywhere=None, rows_done=None, stopped=None, add_special_tokens: bool = False) -> Generated:
     from pipeline.grpo.sampling import SamplingParams, sample_groups
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
     params = SamplingParams(1, max_new_tokens, 0.0, 1.0, tuple(sorted(eos_ids)), pad)
-    ids = [encode(tokenizer, p, model.device) for p in prompts]
+    ids = [encode(tokenizer, p, model.device, add_special_tokens) for p in prompts]
     completion_ids = sample_groups(model, ids, [0] * len(ids), params, finished_everywhere, rows_done,  # [P, T]
                                    stopped)
     lengths = completion_lengths(completion_ids, eos_ids).tolist()

@@ -12,7 +12,7 @@ import logging
 import time
 
 from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
-from pipeline.config import run_script
+from pipeline.config import ConfigError, run_script
 from pipeline.data import get_template
 from pipeline.evaluation.evaluate import check_gold_answers, evaluate_gsm8k, format_table, write_results
 from pipeline.evaluation.protocols import PROTOCOLS, evaluate_protocol, load_protocol_rows, protocol_summary
@@ -45,16 +45,20 @@ def main(model_args: ModelArguments, data_args: DataArguments, eval_args: EvalAr
 
 def evaluate_as_lm_eval(model_args: ModelArguments, data_args: DataArguments, eval_args: EvalArguments) -> dict:
     protocol = PROTOCOLS[eval_args.protocol]
-    problems, train = load_protocol_rows(data_args.dataset_name, data_args.dataset_config, data_args.eval_split,
-                                         data_args.train_split, eval_args.limit)
+    problems, train = load_protocol_rows(data_args.eval_dataset_name or data_args.dataset_name, data_args.dataset_config,
+                                         data_args.eval_split, data_args.train_split, eval_args.limit, protocol)
     tokenizer = load_tokenizer(model_args)
+    if eval_args.apply_chat_template and not tokenizer.chat_template:
+        raise ConfigError(f"option --apply_chat_template: {model_args.model_name_or_path}'s tokenizer has no chat "
+                          "template; leave it false")
     model = load_model(model_args, device=resolve_device(eval_args.device)).eval()
     started = time.perf_counter()
     records = evaluate_protocol(model, tokenizer, problems, train, protocol, batch_size=eval_args.batch_size,
                                 apply_chat_template=eval_args.apply_chat_template,
                                 fewshot_as_multiturn=eval_args.fewshot_as_multiturn)
     summary = protocol_summary(records, protocol, time.perf_counter() - started, model=model_args.model_name_or_path,
-                               split=f"{data_args.dataset_name} {data_args.eval_split}", settings=eval_args.to_dict())
+                               split=f"{protocol.name} (lm-eval) · {data_args.eval_dataset_name or data_args.dataset_name} "
+                               f"{data_args.eval_split}", settings=eval_args.to_dict())
     write_results(eval_args.output_dir, records, summary)
     print(format_table(summary))
     return summary

@@ -190,6 +190,25 @@ def score(protocol: Protocol, completion: str, solution: str) -> dict[str, objec
             "correct_flexible": exact_match(flexible, gold)}
 
 
+GREEDY_PROCESSORS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+                     "min_new_tokens": None, "min_length": 0, "suppress_tokens": None, "begin_suppress_tokens": None,
+                     "bad_words_ids": None, "forced_bos_token_id": None, "forced_eos_token_id": None}
+
+
+def warn_about_generation_config(model) -> None:
+    """lm-eval decodes with ``model.generate``, which applies the logits processors a model's generation
+    config sets even when greedy; this evaluation takes the plain argmax. Say so when a model sets one."""
+    import logging
+
+    config = getattr(model, "generation_config", None)
+    set_here = {k: getattr(config, k, None) for k, v in GREEDY_PROCESSORS.items()
+                if getattr(config, k, None) not in (v, None, [])}  # None: unset (transformers 5's default)
+    if set_here:
+        logging.getLogger(__name__).warning(
+            "the model's generation_config sets %s: lm-eval's greedy decoding applies it and --protocol's does "
+            "not, so numbers can differ from lm-eval's (run `make eval-lm-eval` for lm-eval's own)", set_here)
+
+
 def protocol_prompts(protocol: Protocol, problems: Sequence[dict], train: Sequence[dict], tokenizer=None, *,
                      apply_chat_template: bool = False, fewshot_as_multiturn: bool = False) -> list[str]:
     """The prompt text of each problem (rows with ``question`` and ``answer``), in order, as lm-eval builds it."""
@@ -212,8 +231,14 @@ def evaluate_protocol(model, tokenizer, problems: Sequence[tuple[str, dict]], tr
 
     prompts = protocol_prompts(protocol, [row for _, row in problems], train, tokenizer,
                                apply_chat_template=apply_chat_template, fewshot_as_multiturn=fewshot_as_multiturn)
-    # lm-eval adds the tokenizer's EOS text to the stop sequences; generation also ends at the EOS token itself
-    until = [*protocol.until, *([tokenizer.eos_token] if tokenizer.eos_token not in protocol.until else [])]
+    # lm-eval adds the EOS token's text to the stop sequences; generation also ends at the EOS token itself
+    eos_text = tokenizer.decode(tokenizer.eos_token_id, skip_special_tokens=False)
+    until = [*protocol.until, *([eos_text] if eos_text not in protocol.until else [])]
+    # lm-eval encodes with the tokenizer's special tokens (a BOS, for Llama-style ones) unless the text
+    # already starts with the BOS token (a chat template's); SmolLM2's tokenizer adds none either way
+    bos = tokenizer.bos_token
+    add_special_tokens = not (bool(bos) and bool(prompts) and prompts[0].startswith(bos))
+    warn_about_generation_config(model)
     records: list[dict[str, object]] = []
     progress = tqdm(total=len(problems), desc=f"evaluation ({protocol.name})", unit="problem",
                     disable=not show_progress)
@@ -221,7 +246,8 @@ def evaluate_protocol(model, tokenizer, problems: Sequence[tuple[str, dict]], tr
         batch = list(zip(problems[start : start + batch_size], prompts[start : start + batch_size]))
         shown = progress.n
         out = generate(model, tokenizer, [prompt for _, prompt in batch], max_new_tokens=protocol.max_gen_toks,
-                       do_sample=False, stop_strings=until, finished_everywhere=finished_everywhere,
+                       do_sample=False, stop_strings=until, add_special_tokens=add_special_tokens,
+                       finished_everywhere=finished_everywhere,
                        rows_done=lambda done, begun=shown: progress.update(begun + done - progress.n))
         for i, ((source, row), prompt) in enumerate(batch):
             completion = cut_at_stop(out.texts[i][0], until)
@@ -235,26 +261,39 @@ def evaluate_protocol(model, tokenizer, problems: Sequence[tuple[str, dict]], tr
 
 
 def load_protocol_rows(dataset_name: str, dataset_config: str | None, eval_split: str, train_split: str,
-                       limit: int | None) -> tuple[list[tuple[str, dict]], list[dict]]:
-    """(the first ``limit`` evaluation problems as (source, row), the training rows the shots come from), each
-    row a GSM8K-shaped ``question`` / ``answer`` pair; a row that is not one stops here in one line."""
+                       limit: int | None, protocol: Protocol | None = None) -> tuple[list[tuple[str, dict]], list[dict]]:
+    """(the first ``limit`` evaluation problems as (source, row), the training rows random shots come from), each
+    row a GSM8K-shaped ``question`` / ``answer`` pair; bad data stops here in one line, before any model loads.
+    The training rows are read only for a protocol that draws random shots (``protocol`` None: always)."""
+    from pathlib import Path
+
     from pipeline.data import DataError
     from pipeline.data.sources import read_rows
 
+    needs_train = protocol is None or (protocol.num_fewshot > 0 and not protocol.fixed_exemplars)
+    if needs_train and (train_split == eval_split or Path(dataset_name).is_file()):
+        raise DataError(f"--dataset_name {dataset_name}: random shots would be drawn from the problems evaluated "
+                        f"(one file, or --train_split = --eval_split = {eval_split}); give a folder or dataset with "
+                        f"separate '{train_split}' and '{eval_split}' splits")
     splits = []
-    for split in (eval_split, train_split):
+    for split in (eval_split, train_split) if needs_train else (eval_split,):
         rows = read_rows(dataset_name, split, dataset_config)
         if not rows:
             raise DataError(f"--dataset_name {dataset_name}: no '{split}' split; lm-eval's GSM8K protocols take "
-                            f"their problems from 'test' and their shots from 'train'")
+                            f"their problems from --eval_split ({eval_split}) and random shots from --train_split "
+                            f"({train_split})")
         for source, row in rows[: limit if split == eval_split else None]:
             if not (isinstance(row, dict) and isinstance(row.get("question"), str)
                     and isinstance(row.get("answer"), str) and "####" in row["answer"]):
+                shape = f"columns {sorted(row)}" if isinstance(row, dict) else f"{type(row).__name__} {row!s:.80}"
                 raise DataError(f"{source}: an lm-eval GSM8K protocol needs a 'question' and an 'answer' ending "
-                                f"in '#### N' (GSM8K's columns); this row has {sorted(row) if isinstance(row, dict) else row!r}")
+                                f"in '#### N' (GSM8K's columns); this row has {shape}")
         splits.append(rows)
-    problems, train = splits
-    return problems[:limit] if limit else problems, [row for _, row in train]
+    problems, train = splits[0], [row for _, row in splits[1]] if needs_train else []
+    if protocol is not None and needs_train and len(train) < protocol.num_fewshot:
+        raise DataError(f"--dataset_name {dataset_name}: '{train_split}' has {len(train)} rows; {protocol.name} "
+                        f"draws {protocol.num_fewshot} shots for each problem")
+    return problems[:limit] if limit else problems, train
 
 
 def protocol_summary(records: Sequence[dict], protocol: Protocol, seconds: float, **fields: object) -> dict:
@@ -273,7 +312,39 @@ def protocol_summary(records: Sequence[dict], protocol: Protocol, seconds: float
         "generated_tokens": tokens,
         "seconds": seconds,
         "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
-        "protocol": {"name": protocol.name, "num_fewshot": protocol.num_fewshot, "until": list(protocol.until),
-                     "max_gen_toks": protocol.max_gen_toks},
+        "protocol": {"name": protocol.name, "num_fewshot": protocol.num_fewshot,
+                     "until": list(protocol.until) + ["(the tokenizer's EOS text)"], "max_gen_toks": protocol.max_gen_toks},
         "prompt_template": f"lm-eval:{protocol.name}",
     }
+
+
+@dataclass
+class ProtocolProblems:
+    """What an evaluation under a protocol needs, read before any model loads: the protocol, its first
+    problems as (source, row), and the training rows its shots come from."""
+
+    protocol: Protocol
+    problems: list[tuple[str, dict]]
+    train: list[dict]
+    label: str
+
+    @classmethod
+    def load(cls, name: str, dataset_name: str, dataset_config: str | None, eval_split: str, train_split: str,
+             limit: int | None) -> ProtocolProblems:
+        problems, train = load_protocol_rows(dataset_name, dataset_config, eval_split, train_split, limit,
+                                             PROTOCOLS[name])
+        return cls(PROTOCOLS[name], problems, train, f"the '{eval_split}' split of {dataset_name}")
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    def evaluate(self, model, tokenizer, *, batch_size: int, model_name: str, show_progress: bool = True,
+                 finished_everywhere=None) -> tuple[list[dict], dict]:
+        """(records, summary) of ``model`` on these problems."""
+        import time
+
+        started = time.perf_counter()
+        records = evaluate_protocol(model, tokenizer, self.problems, self.train, self.protocol, batch_size=batch_size,
+                                    show_progress=show_progress, finished_everywhere=finished_everywhere)
+        return records, protocol_summary(records, self.protocol, time.perf_counter() - started, model=model_name,
+                                         split=f"{self.protocol.name} (lm-eval), {self.label}")

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+from pipeline.arguments import LM_EVAL_PROTOCOLS
 from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.grpo.advantages import MULTI_OBJECTIVE_AGGREGATIONS, SCALE_REWARDS
 from pipeline.grpo.loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, PolicyObjective
@@ -169,6 +170,9 @@ class GRPOArguments(ValidatedConfig):
     eval_limit: int = field_with_help(0, "Test problems for evaluation (0: none).")
     eval_max_new_tokens: int = field_with_help(256, "Generation cap for evaluation.")
     eval_batch_size: int = field_with_help(16, "Prompts per evaluation batch.")
+    eval_protocol: str | None = field_with_help(
+        None, "Evaluate as lm-eval's task of this name does (gsm8k: 5-shot, gsm8k_cot, gsm8k_cot_zeroshot; "
+        "GSM8K-shaped data), in place of the training template: the curve then reads in lm-eval's terms.")
     save_steps: int = field_with_help(10, "Checkpoint every N steps (0: only at the end).")
     save_total_limit: int = field_with_help(2, "Checkpoints kept (the newest).")
     push_to_hub: bool = field_with_help(
@@ -181,6 +185,8 @@ class GRPOArguments(ValidatedConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        require(self.eval_protocol is None or self.eval_protocol in LM_EVAL_PROTOCOLS, "eval_protocol",
+                f"must be one of {', '.join(LM_EVAL_PROTOCOLS)}, got {self.eval_protocol!r}")
         require(self.num_generations >= 2, "num_generations",
                 f"must be >= 2: advantages compare samples within a group, got {self.num_generations}")
         require(self.prompts_per_step >= 1, "prompts_per_step", f"must be >= 1, got {self.prompts_per_step}")

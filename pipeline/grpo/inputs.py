@@ -71,6 +71,13 @@ def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
                               f"exceeds the model's {limit} positions; lower one of them")
     examples, eval_examples, record = stage_examples(data_args, "grpo")
     check_reward_columns(reward_funcs, args.reward_funcs, examples)
+    if args.eval_limit and args.eval_protocol:  # lm-eval's problems and shots: GSM8K-shaped rows, read here
+        from pipeline.evaluation.protocols import ProtocolProblems
+
+        protocol = ProtocolProblems.load(args.eval_protocol, data_args.eval_dataset_name or data_args.dataset_name,
+                                         data_args.dataset_config, data_args.eval_split, data_args.train_split,
+                                         args.eval_limit)
+        return examples, protocol, f"{args.eval_protocol} (lm-eval), {protocol.label}"
     if args.eval_limit:
         from pipeline.evaluation.evaluate import check_gold_answers
 

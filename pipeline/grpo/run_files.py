@@ -62,10 +62,15 @@ def evaluate_policy(state: GRPOState, test_examples: list[Example], tag: str) ->
     eval_args = EvalArguments(limit=args.eval_limit, batch_size=args.eval_batch_size,
                               max_new_tokens=args.eval_max_new_tokens, seed=args.seed)
     with sampling_model(state) as model:  # the merged copy when allowed: same logits, faster decoding
-        records, summary = evaluate_gsm8k(model, state.tokenizer, test_examples, state.template, eval_args,
-                                          system_prompt=state.system_prompt, model_name=f"grpo@{tag}",
-                                          split_name=state.eval_label,
-                                          show_progress=main, finished_everywhere=state.finished_everywhere)
+        if args.eval_protocol:  # test_examples: ProtocolProblems (lm-eval's problems, shots and scoring)
+            records, summary = test_examples.evaluate(model, state.tokenizer, batch_size=args.eval_batch_size,
+                                                      model_name=f"grpo@{tag}", show_progress=main,
+                                                      finished_everywhere=state.finished_everywhere)
+        else:
+            records, summary = evaluate_gsm8k(model, state.tokenizer, test_examples, state.template, eval_args,
+                                              system_prompt=state.system_prompt, model_name=f"grpo@{tag}",
+                                              split_name=state.eval_label,
+                                              show_progress=main, finished_everywhere=state.finished_everywhere)
     if main:
         write_results(state.run_dir / "eval" / tag, records, summary)
     return summary

@@ -83,7 +83,8 @@ def _load_script(path: Path):
     return module
 
 
-TRAINING_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "accelerate" not in p.parts)
+# configs/accelerate: accelerate's launch configs; configs/lm_eval: lm-eval's task configs (tests/pipeline/evaluation)
+TRAINING_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not {"accelerate", "lm_eval"} & set(p.parts))
 
 
 @pytest.mark.parametrize("config_path", TRAINING_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))

@@ -5,12 +5,15 @@ test_protocols_lm_eval.py (make test-lm-eval)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from pipeline.arguments import EvalArguments, LM_EVAL_PROTOCOLS, ModelArguments
 from pipeline.config import ConfigError
@@ -19,6 +22,7 @@ from pipeline.models import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[3]
 N = 12  # test problems per comparison
+pytest.importorskip("lm_eval", reason="lm-eval is the lm-eval extra: make install puts it in .venv")
 
 
 @cache
@@ -41,9 +45,11 @@ def lm_eval_prompts(name: str, apply_chat_template: bool, fewshot_as_multiturn: 
     task = lm_eval_tasks()[f"{name}_bundled"]
     task.set_fewshot_seed(1234)  # what lm_eval's simple_evaluate does (fewshot_random_seed)
 
-    def chat_template(history, add_generation_prompt=True):  # lm-eval's HFLM.apply_chat_template
-        return tokenizer().apply_chat_template(history, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                               continue_final_message=not add_generation_prompt)
+    def chat_template(history, add_generation_prompt=True):  # lm-eval's own HFLM.apply_chat_template
+        from lm_eval.models.huggingface import HFLM
+
+        lm = SimpleNamespace(tokenizer=tokenizer(), chat_template_args={})
+        return HFLM.apply_chat_template(lm, history, add_generation_prompt=add_generation_prompt)
 
     task.build_all_requests(limit=N, apply_chat_template=apply_chat_template, fewshot_as_multiturn=fewshot_as_multiturn,
                             chat_template=chat_template if apply_chat_template else None)
@@ -108,3 +114,53 @@ def test_a_row_without_a_gsm8k_solution_is_one_line_before_the_model_loads(tmp_p
     assert done.returncode != 0
     assert f"error: {tmp_path / 'test.jsonl'}:1: an lm-eval GSM8K protocol needs" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_shipped_task_configs_are_lm_evals_own_but_for_their_data():
+    import lm_eval
+
+    shipped_dir = Path(lm_eval.__file__).parent / "tasks" / "gsm8k"
+    for ours, theirs in [("gsm8k", "gsm8k"), ("gsm8k_cot", "gsm8k-cot"), ("gsm8k_cot_zeroshot", "gsm8k-cot-zeroshot")]:
+        local = yaml.safe_load((ROOT / "configs" / "lm_eval" / f"{ours}_bundled.yaml").read_text())
+        shipped = yaml.safe_load((shipped_dir / f"{theirs}.yaml").read_text())
+        data_fields = {"task", "tag", "dataset_path", "dataset_name", "dataset_kwargs"}
+        assert {k: v for k, v in local.items() if k not in data_fields} == \
+            {k: v for k, v in shipped.items() if k not in data_fields}, ours
+        assert local["task"] == f"{ours}_bundled" and local["dataset_path"] == "json"
+
+
+@pytest.mark.parametrize("files, extra, message", [
+    ({"all.jsonl": 6}, [], "random shots would be drawn from the problems evaluated"),  # one file: both splits
+    ({"test.jsonl": 2, "train.jsonl": 3}, [], "'train' has 3 rows; gsm8k draws 5 shots"),
+    ({"test.jsonl": 2}, [], "no 'train' split"),
+    ({"test.jsonl": 2, "train.jsonl": 6}, ["--apply_chat_template", "true", "--model_name_or_path", "MODEL"],
+     "option --apply_chat_template:"),  # a tokenizer without a chat template, before the weights load
+])
+def test_protocol_data_and_options_fail_in_one_line_before_the_model_loads(tmp_path, files, extra, message):
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models
+
+    for name, n in files.items():
+        rows = [{"question": f"q{i}?", "answer": f"w\n#### {i}"} for i in range(n)]
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0}, "a"))).save_pretrained(tmp_path / "tok")
+    dataset = tmp_path / "all.jsonl" if "all.jsonl" in files else tmp_path
+    command = [sys.executable, "scripts/evaluate.py", "--protocol", "gsm8k", "--dataset_name", str(dataset),
+               "--model_name_or_path", str(tmp_path / "no-model"), *extra]
+    command = [str(tmp_path / "tok") if part == "MODEL" else part for part in command]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_chat_template_options_belong_to_protocols():
+    with pytest.raises(ConfigError, match="--apply_chat_template"):
+        EvalArguments(apply_chat_template=True)
+
+
+def test_a_generation_config_that_sets_logits_processors_is_named(caplog):
+    from pipeline.evaluation.protocols import warn_about_generation_config
+
+    warn_about_generation_config(SimpleNamespace(generation_config=SimpleNamespace(repetition_penalty=None)))
+    assert not caplog.records  # transformers 5 leaves them None: nothing to say
+    warn_about_generation_config(SimpleNamespace(generation_config=SimpleNamespace(repetition_penalty=1.05)))
+    assert "{'repetition_penalty': 1.05}" in caplog.text and "lm-eval's greedy decoding applies it" in caplog.text

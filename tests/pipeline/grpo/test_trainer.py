@@ -141,3 +141,27 @@ def test_gradient_checkpointing_trains_the_same_weights(tiny_model_dir, mini_gsm
     assert state.policy.get_base_model().is_gradient_checkpointing  # it really recomputed
 
 
+
+
+def test_eval_protocol_evaluates_the_policy_as_lm_evals_task(tiny_model_dir, mini_gsm8k, tmp_path):
+    """eval_protocol: gsm8k: the periodic evaluation prompts as lm-eval's 5-shot task (five training problems
+    with their whole solutions, then the test question), and its summary says so."""
+    from pipeline.grpo.inputs import preflight
+
+    args = grpo_args(tmp_path, max_steps=1, save_steps=0, eval_limit=2, eval_protocol="gsm8k", eval_batch_size=2)
+    data = DataArguments(dataset_name=str(mini_gsm8k), grpo_holdout_size=8)
+    examples, problems, label = preflight(args, lora(tiny_model_dir), data)
+    summary = train(args, lora(tiny_model_dir), data, examples, problems, label)
+    records = [json.loads(line) for line in (tmp_path / "eval" / "step-0" / "predictions.jsonl").read_text().splitlines()]
+    tests = [json.loads(line) for line in (mini_gsm8k / "test.jsonl").read_text().splitlines()][:2]
+    train_rows = [json.loads(line) for line in (mini_gsm8k / "train.jsonl").read_text().splitlines()]
+    for record, test in zip(records, tests, strict=True):
+        *shots, last = record["prompt"].split("\n\n")
+        assert last == f"Question: {test['question']}\nAnswer:" and len(shots) == 5
+        for shot in shots:
+            question, solution = shot.removeprefix("Question: ").split("\nAnswer: ", 1)
+            assert {"question": question, "answer": solution} in train_rows
+    assert summary["eval_after"]["protocol"]["name"] == "gsm8k" and summary["eval_after"]["num_problems"] == 2
+    assert "gsm8k (lm-eval)" in summary["eval_after"]["split"]
+    with pytest.raises(Exception, match="--eval_protocol"):
+        grpo_args(tmp_path, eval_protocol="gsm8k_5shot")

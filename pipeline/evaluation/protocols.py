@@ -99,12 +99,12 @@ def fewshot_examples(protocol: Protocol, train: Sequence[tuple[str, str]], num_p
     >>> [len(s) for s in shots], shots[0] != shots[1]
     ([5, 5], True)
     """
-    rng = random.Random(seed)
+    rng, pool = random.Random(seed), list(train)  # one copy: sample() draws by index, as from lm-eval's list
     for _ in range(num_problems):
         if protocol.fixed_exemplars or protocol.num_fewshot == 0:
             yield list(protocol.fixed_exemplars[: protocol.num_fewshot])
         else:
-            yield [(q, protocol.reference(a)) for q, a in rng.sample(list(train), protocol.num_fewshot)]
+            yield [(q, protocol.reference(a)) for q, a in rng.sample(pool, protocol.num_fewshot)]
 
 
 def build_messages(protocol: Protocol, question: str, shots: Sequence[tuple[str, str]]) -> list[dict[str, str]]:

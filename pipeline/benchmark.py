@@ -125,11 +125,16 @@ def _run_trl(backend, args, model_args, data_args, examples) -> tuple[list[float
 
 def run_worker(profile_name: str, backend: str, steps: int, warmup: int) -> dict:
     """Time ``warmup + steps`` steps of one backend in this process; returns its measurements."""
+    profile = PROFILES[profile_name]
+    with tempfile.TemporaryDirectory(prefix=f"bench-{backend}-") as tmp:  # a model and a run per worker: gone after
+        return _time_backend(profile, backend, steps, warmup, Path(tmp))
+
+
+def _time_backend(profile: Profile, backend: str, steps: int, warmup: int, work: Path) -> dict:
+    """``run_worker``'s measurements, with the model and run written under ``work``."""
     from pipeline.grpo.inputs import load_grpo_examples
     from pipeline.grpo.trainer import run_step, setup
 
-    profile = PROFILES[profile_name]
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{backend}-"))
     model_args = ModelArguments(model_name_or_path=_model_path(profile, work), use_peft=True, lora_r=16,
                                 lora_alpha=32, lora_dropout=0.0)
     data_args = DataArguments()

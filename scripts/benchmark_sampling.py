@@ -92,10 +92,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     profile = PROFILES["cpu-smollm2" if args.model == "smollm2" else "cpu-tiny"]
-    model_args = ModelArguments(model_name_or_path=_model_path(profile, Path(tempfile.mkdtemp())), use_peft=True,
-                                lora_r=16, lora_alpha=32, lora_dropout=0.0)
-    tokenizer = load_tokenizer(model_args, padding_side="left")
-    model = add_lora(load_model(model_args), model_args).eval()
+    with tempfile.TemporaryDirectory(prefix="bench-sampling-") as tmp:  # the tiny model's files: only until it loads
+        model_args = ModelArguments(model_name_or_path=_model_path(profile, Path(tmp)), use_peft=True,
+                                    lora_r=16, lora_alpha=32, lora_dropout=0.0)
+        tokenizer = load_tokenizer(model_args, padding_side="left")
+        model = add_lora(load_model(model_args), model_args).eval()
     with torch.no_grad():  # a trained adapter, not the B = 0 of a fresh one
         for name, param in model.named_parameters():
             if "lora_B" in name:

@@ -65,10 +65,18 @@ def resume_and_run_unbroken():
     root = Path(__file__).resolve().parents[1]
 
     def run_both(command: list[str], env: dict, run: Path, straight: Path, max_steps: int) -> None:
-        for extra in (["--output_dir", str(run), "--resume_from_checkpoint", "latest"], ["--output_dir", str(straight)]):
-            done = subprocess.run([*command, "--max_steps", str(max_steps), *extra], cwd=root, env=env,
-                                  capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, done.stderr[-2000:]
+        both = [subprocess.Popen([*command, "--max_steps", str(max_steps), *extra], cwd=root, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                for extra in (["--output_dir", str(run), "--resume_from_checkpoint", "latest"],
+                              ["--output_dir", str(straight)])]  # at once: each mostly waits on its imports
+        try:
+            errors = [process.communicate(timeout=300)[1] for process in both]
+        finally:
+            for process in both:
+                process.kill()
+                process.wait()
+        for process, stderr in zip(both, errors):
+            assert process.returncode == 0, stderr[-2000:]
 
     return run_both
 

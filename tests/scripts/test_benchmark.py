@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,8 +8,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_benchmark_runs_every_backend_at_toy_size(tmp_path, capsys):
+def test_benchmark_runs_every_backend_at_toy_size(tmp_path, capsys, monkeypatch):
     """Keeps the benchmark working; it asserts what is reported, never how fast."""
+    scratch = tmp_path / "tmp"  # the workers' temporary folders land here (TMPDIR reaches their subprocesses)
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
@@ -29,3 +34,4 @@ def test_benchmark_runs_every_backend_at_toy_size(tmp_path, capsys):
         table["trl-defaults"]["median_s"] / table["ours-checkpointed"]["median_s"])
     assert "| ours | 1 |" in (tmp_path / "benchmark_toy.md").read_text()
     assert "Ours / TRL steps per second" in capsys.readouterr().out
+    assert not list(scratch.glob("bench-*"))  # each worker's model and run folder is removed when it ends

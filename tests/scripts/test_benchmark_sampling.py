@@ -1,12 +1,16 @@
 import importlib.util
 import json
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sampling_benchmark_times_every_variant_at_toy_size(tmp_path):
+def test_sampling_benchmark_times_every_variant_at_toy_size(tmp_path, monkeypatch):
     """Keeps the ablation working; it asserts what is reported, never how fast."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     spec = importlib.util.spec_from_file_location("benchmark_sampling", ROOT / "scripts" / "benchmark_sampling.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
@@ -18,3 +22,5 @@ def test_sampling_benchmark_times_every_variant_at_toy_size(tmp_path):
     assert all(len(times) == 1 for times in data["times"].values())
     assert data["weight_read_floor"]["weight_bytes"] > 0 and data["weight_read_floor"]["seconds_per_step"] > 0
     assert "| merged-lora |" in (tmp_path / "sampling_tiny.md").read_text()
+    left = [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")]  # torch's own cache
+    assert not left  # the tiny model's folder is removed once it has loaded

@@ -4,7 +4,6 @@
 import json
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -36,11 +35,9 @@ def unused_port() -> int:
 @pytest.mark.slow
 def test_two_machines_on_localhost_reach_the_one_process_weights(tiny_model_dir, mini_gsm8k, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-    one = subprocess.run([sys.executable, *grpo_command(tiny_model_dir, mini_gsm8k, tmp_path / "one")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
-
     port = str(unused_port())
+    one = processes.start([sys.executable, *grpo_command(tiny_model_dir, mini_gsm8k, tmp_path / "one")],
+                          cwd=ROOT, env=env, log=tmp_path / "one.log")  # beside the two machines, not before
     machines = [
         processes.start([sys.executable, "-m", "accelerate.commands.launch",
                          "--config_file", "configs/accelerate/two_nodes_cpu.yaml", "--machine_rank", str(rank),
@@ -49,9 +46,9 @@ def test_two_machines_on_localhost_reach_the_one_process_weights(tiny_model_dir,
                         cwd=ROOT, env=env, log=tmp_path / f"machine-{rank}.log")
         for rank in (0, 1)
     ]
-    codes = processes.wait_all(machines, timeout=300)
-    for rank, code in enumerate(codes):
-        assert code == 0, f"machine {rank}:\n{(tmp_path / f'machine-{rank}.log').read_text()[-3000:]}"
+    codes = processes.wait_all([one, *machines], timeout=300)
+    for log, code in zip(("one.log", "machine-0.log", "machine-1.log"), codes):
+        assert code == 0, f"{log}:\n{(tmp_path / log).read_text()[-3000:]}"
 
     config = json.loads((tmp_path / "two-machines" / "config.json").read_text())
     assert config["processes"] == 2

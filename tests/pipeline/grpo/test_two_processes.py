@@ -26,9 +26,9 @@ CASES = {
 def test_two_processes_reach_the_one_process_weights(tiny_model_dir, mini_gsm8k, tmp_path, option):
     both, one_only, two_only = CASES[option]
     one, two = tmp_path / "one", tmp_path / "two"
-    runs.run_one(runs.grpo_command(tiny_model_dir, mini_gsm8k, one, *both, *one_only), tmp_path / "one.log")
-    runs.launch_two("configs/accelerate/ddp_cpu_2proc.yaml",
-                    runs.grpo_command(tiny_model_dir, mini_gsm8k, two, *both, *two_only), tmp_path / "two.log")
+    runs.run_one_beside_two(runs.grpo_command(tiny_model_dir, mini_gsm8k, one, *both, *one_only),
+                            "configs/accelerate/ddp_cpu_2proc.yaml",
+                            runs.grpo_command(tiny_model_dir, mini_gsm8k, two, *both, *two_only), tmp_path)
     assert runs.engine(two)["processes"] == 2
     runs.assert_same_training(two, one)
 
@@ -53,9 +53,9 @@ def test_steps_per_generation_cuts_each_process_s_own_completions_as_trl_does(ti
 
     extra = ["--steps_per_generation", "2", "--max_steps", "1", "--beta", "0"]
     two, plain = tmp_path / "two", tmp_path / "plain"
-    runs.launch_two("configs/accelerate/ddp_cpu_2proc.yaml",
-                    runs.grpo_command(tiny_model_dir, mini_gsm8k, two, *extra), tmp_path / "two.log")
-    runs.run_one(runs.grpo_command(tiny_model_dir, mini_gsm8k, plain, *extra), tmp_path / "plain.log")
+    runs.run_one_beside_two(runs.grpo_command(tiny_model_dir, mini_gsm8k, plain, *extra),
+                            "configs/accelerate/ddp_cpu_2proc.yaml",
+                            runs.grpo_command(tiny_model_dir, mini_gsm8k, two, *extra), tmp_path)
 
     monkeypatch.syspath_prepend(str(runs.PLUGINS))
     data = DataArguments(dataset_name=str(mini_gsm8k), grpo_holdout_size=12)

@@ -31,16 +31,18 @@ def completion_lengths(completion_ids: torch.Tensor, eos_token_ids: set[int]) ->
 
 
 class StopStrings:
-    """Which rows' completions so far contain a stop sequence, read from the text of their last few tokens as
-    each token arrives (as lm-eval's stopping criterion does): ``[rows, t]`` token ids -> ``[rows]`` bool."""
+    """Which rows' completions so far contain a stop sequence, read from the text of their last few tokens (as
+    lm-eval's stopping criterion does): ``[rows, t]`` token ids -> ``[rows]`` bool. ``new_tokens``: how many
+    tokens arrived since the last call (a sampler that checks every few tokens, to spare an accelerator a
+    host copy per token, looks back over all of them; the text after the stop is cut off afterwards)."""
 
     def __init__(self, tokenizer, strings: Sequence[str]):
         self.tokenizer, self.strings = tokenizer, [s for s in strings if s]
         # a stop sequence's own token count, and two more for the tokens a boundary can split it over
         self.lookback = max((len(tokenizer(s, add_special_tokens=False).input_ids) for s in self.strings), default=0) + 2
 
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        tails = self.tokenizer.batch_decode(tokens[:, -self.lookback :].tolist())
+    def __call__(self, tokens: torch.Tensor, new_tokens: int = 1) -> torch.Tensor:
+        tails = self.tokenizer.batch_decode(tokens[:, -(self.lookback + new_tokens - 1) :].tolist())
         return torch.tensor([any(s in tail for s in self.strings) for tail in tails], device=tokens.device)
 
 

@@ -46,15 +46,16 @@ def main(argv: list[str] | None = None) -> dict:
     schedule = [("ours", "trl")] * args.rounds + [("ours-checkpointed", "trl-defaults")] * args.trl_defaults
     if args.vllm:
         schedule = [("ours", "ours-vllm", "trl", "trl-vllm")] * args.rounds
-    for round_index, backends in enumerate(schedule):
-        for backend in backends:
-            result_file = Path(tempfile.mkstemp(suffix=".json")[1])
-            subprocess.run([sys.executable, __file__, "--profile", args.profile, "--steps", str(args.steps),
-                            "--warmup", str(args.warmup), "--worker", backend, "--result", str(result_file)],
-                           check=True, cwd=ROOT)
-            results.append(json.loads(result_file.read_text()))
-            print(f"round {round_index + 1}, {backend}: median step "
-                  f"{sorted(results[-1]['step_times'])[len(results[-1]['step_times']) // 2]:.2f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-results-") as scratch:  # each worker's measurements, read back
+        for round_index, backends in enumerate(schedule):
+            for backend in backends:
+                result_file = Path(scratch) / f"{round_index}-{backend}.json"
+                subprocess.run([sys.executable, __file__, "--profile", args.profile, "--steps", str(args.steps),
+                                "--warmup", str(args.warmup), "--worker", backend, "--result", str(result_file)],
+                               check=True, cwd=ROOT)
+                results.append(json.loads(result_file.read_text()))
+                print(f"round {round_index + 1}, {backend}: median step "
+                      f"{sorted(results[-1]['step_times'])[len(results[-1]['step_times']) // 2]:.2f} s", flush=True)
     table = summarize(results)
     command = (f"python scripts/benchmark.py --profile {args.profile} --steps {args.steps} --warmup {args.warmup} "
                f"--rounds {args.rounds} " + ("--vllm" if args.vllm else f"--trl_defaults {args.trl_defaults}"))

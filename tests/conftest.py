@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -65,18 +64,15 @@ def resume_and_run_unbroken():
     root = Path(__file__).resolve().parents[1]
 
     def run_both(command: list[str], env: dict, run: Path, straight: Path, max_steps: int) -> None:
-        both = [subprocess.Popen([*command, "--max_steps", str(max_steps), *extra], cwd=root, env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                for extra in (["--output_dir", str(run), "--resume_from_checkpoint", "latest"],
-                              ["--output_dir", str(straight)])]  # at once: each mostly waits on its imports
-        try:
-            errors = [process.communicate(timeout=300)[1] for process in both]
-        finally:
-            for process in both:
-                process.kill()
-                process.wait()
-        for process, stderr in zip(both, errors):
-            assert process.returncode == 0, stderr[-2000:]
+        import processes
+
+        both = [processes.start([*command, "--max_steps", str(max_steps), *extra], cwd=root, env=env,
+                                log=folder.parent / f"{folder.name}.log")
+                for folder, extra in ((run, ["--output_dir", str(run), "--resume_from_checkpoint", "latest"]),
+                                      (straight, ["--output_dir", str(straight)]))]  # at once: mostly imports
+        codes = processes.wait_all(both, timeout=300)
+        for folder, code in zip((run, straight), codes):
+            assert code == 0, (folder.parent / f"{folder.name}.log").read_text()[-2000:]
 
     return run_both
 

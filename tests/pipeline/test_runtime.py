@@ -79,17 +79,19 @@ def test_setup_logging_quiets_the_libraries_chatter_and_keeps_our_warnings(tiny_
     transformers' own deprecation notices) is gone after setup_logging; our warnings stay. Without it, the same
     probe prints every one of them (so the probe can see them)."""
     import os
-    import subprocess
     import sys
+
+    import processes
 
     env = {k: v for k, v in os.environ.items() if k not in ("DS_ACCELERATOR", "HF_DATASETS_DISABLE_PROGRESS_BARS")}
     probe = tmp_path / "probe.py"
     probe.write_text(QUIET_PROBE)
-    probes = {mode: subprocess.Popen([sys.executable, str(probe), str(tiny_model_dir), str(tmp_path / mode), mode],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    probes = {mode: processes.start([sys.executable, str(probe), str(tiny_model_dir), str(tmp_path / mode), mode],
+                                    cwd=tmp_path, env=env, log=tmp_path / f"{mode}.log")
               for mode in ("loud", "quiet")}  # both at once: each mostly waits on its imports
-    stderr = {mode: run.communicate(timeout=120)[0] for mode, run in probes.items()}  # DeepSpeed logs to stdout
-    assert [run.returncode for run in probes.values()] == [0, 0], stderr
+    codes = processes.wait_all(list(probes.values()), timeout=120)
+    stderr = {mode: (tmp_path / f"{mode}.log").read_text() for mode in probes}  # stdout too: DeepSpeed logs there
+    assert codes == [0, 0], stderr
     assert [c for c in LIBRARY_CHATTER if c in stderr["loud"]] == list(LIBRARY_CHATTER)
     assert [c for c in LIBRARY_CHATTER if c in stderr["quiet"]] == [], stderr["quiet"]
     assert "a warning of ours" in stderr["quiet"] and "a logged warning of ours" in stderr["quiet"]

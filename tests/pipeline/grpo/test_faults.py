@@ -133,7 +133,7 @@ def test_sigint_saves_at_a_step_boundary_and_resume_matches_an_unbroken_run(tiny
                "--grpo_holdout_size", "12", "--prompts_per_step", "2", "--num_generations", "4",
                "--micro_batch_size", "4", "--max_completion_length", "8", "--reward_funcs", REWARD,
                "--beta", "0.04", "--learning_rate", "5e-3", "--save_steps", "0", "--seed", "3"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     run = tmp_path / "interrupted"
     process = subprocess.Popen([*command, "--max_steps", "200", "--output_dir", str(run)], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -46,7 +46,7 @@ def test_two_machines_on_localhost_reach_the_one_process_weights(tiny_model_dir,
                         cwd=ROOT, env=env, log=tmp_path / f"machine-{rank}.log")
         for rank in (0, 1)
     ]
-    codes = processes.wait_all([one, *machines], timeout=300)
+    codes = processes.wait_all([one, *machines], timeout=600)
     for log, code in zip(("one.log", "machine-0.log", "machine-1.log"), codes):
         assert code == 0, f"{log}:\n{(tmp_path / log).read_text()[-3000:]}"
 

@@ -164,10 +164,15 @@ def check_grid_fields(script: str | Path, grid: dict[str, list[str]]) -> None:
     import dataclasses
     import difflib
     import importlib.util
+    import sys
 
     spec = importlib.util.spec_from_file_location("sweep_target", script)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # the script's imports and CONFIG_TYPES; its main is guarded
+    sys.modules[spec.name] = module  # a dataclass defined in the script looks its module up there
+    try:
+        spec.loader.exec_module(module)  # the script's imports and CONFIG_TYPES; its main is guarded
+    finally:
+        del sys.modules[spec.name]
     config_types = getattr(module, "CONFIG_TYPES", None)
     if config_types is None:
         return

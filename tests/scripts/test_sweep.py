@@ -91,6 +91,17 @@ def test_a_misspelt_grid_field_starts_no_cell(tmp_path):
     assert not list(tmp_path.glob("*/sweep.log"))
 
 
+@pytest.mark.parametrize("script", ["train_toy.py", "train_cartpole.py", "train_grpo.py", "train_sft.py"])
+def test_every_training_script_s_options_are_read_before_any_cell(tmp_path, capsys, script):
+    """The field check loads the script itself: train_toy.py defines a dataclass of its own, which needs
+    the script's module registered while it loads. Its own field passes the check; a misspelt one is named."""
+    from pipeline.sweep import check_grid_fields
+
+    check_grid_fields(ROOT / "scripts" / script, {"seed": ["0"]})  # a field every script has: no error
+    with pytest.raises(ValueError, match=f"--grid sede: {script} has no option 'sede'; did you mean seed"):
+        check_grid_fields(ROOT / "scripts" / script, {"sede": ["0"]})
+
+
 def test_an_unknown_metric_lists_the_numbers_the_runs_wrote(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     args = sweep_args(tmp_path, "--", "--steps", "5")

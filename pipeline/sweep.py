@@ -158,11 +158,8 @@ def numeric_keys(tree: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if is_number and prefix else []
 
 
-def check_grid_fields(script: str | Path, grid: dict[str, list[str]]) -> None:
-    """Refuse a grid field that the script's config does not have, before any cell runs (a misspelt field
-    would otherwise fail in every cell, each with the reason in its own sweep.log)."""
-    import dataclasses
-    import difflib
+def script_module(script: str | Path):
+    """The script loaded as a module (its imports, CONFIG_TYPES, THREADS_PER_RUN; its main is guarded)."""
     import importlib.util
     import sys
 
@@ -170,10 +167,19 @@ def check_grid_fields(script: str | Path, grid: dict[str, list[str]]) -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # a dataclass defined in the script looks its module up there
     try:
-        spec.loader.exec_module(module)  # the script's imports and CONFIG_TYPES; its main is guarded
+        spec.loader.exec_module(module)
     finally:
         del sys.modules[spec.name]
-    config_types = getattr(module, "CONFIG_TYPES", None)
+    return module
+
+
+def check_grid_fields(script: str | Path, grid: dict[str, list[str]]) -> None:
+    """Refuse a grid field that the script's config does not have, before any cell runs (a misspelt field
+    would otherwise fail in every cell, each with the reason in its own sweep.log)."""
+    import dataclasses
+    import difflib
+
+    config_types = getattr(script_module(script), "CONFIG_TYPES", None)
     if config_types is None:
         return
     fields = sorted({f.name for config in config_types for f in dataclasses.fields(config)})
@@ -182,6 +188,20 @@ def check_grid_fields(script: str | Path, grid: dict[str, list[str]]) -> None:
             close = difflib.get_close_matches(name, fields, n=3)
             hint = f"did you mean {', '.join(close)}?" if close else "see the script's --help"
             raise ValueError(f"--grid {name}: {Path(script).name} has no option {name!r}; {hint}")
+
+
+def cells_at_once(script: str | Path, workers: int, cores: int) -> int:
+    """``workers``, or fewer where the script pins its runs' torch thread count (``THREADS_PER_RUN``, so that
+    they reproduce exactly): cells that want more threads than there are cores run many times slower
+    (OpenMP's threads spin while they wait for each other), so only as many run at once as the cores hold."""
+    threads = getattr(script_module(script), "THREADS_PER_RUN", None)
+    if threads is None:
+        return workers
+    fit = max(1, cores // threads)
+    if workers > fit:
+        logger.warning("%s pins %d torch threads per run, for results that reproduce: %d cell(s) at a time on "
+                       "%d cores, not %d", Path(script).name, threads, fit, cores, workers)
+    return min(workers, fit)
 
 
 def metric_curve(folder: Path, metric: str, x: str = "step") -> list[tuple[float, float]]:

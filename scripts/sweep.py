@@ -24,6 +24,7 @@ from pathlib import Path
 from pipeline.runtime import setup_logging
 from pipeline.sweep import (
     cell_command,
+    cells_at_once,
     check_grid_fields,
     grid_cells,
     parse_grid,
@@ -72,12 +73,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         check_grid_fields(args.script, grid)
     except ValueError as exc:
         build_parser().error(str(exc))
+    workers = cells_at_once(args.script, args.workers, os.cpu_count() or 1)
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     cells = grid_cells(grid, args.seeds)
     commands = {cell: cell_command(args.script, args.config, cell, out, args.seed_field, extra) for cell in cells}
     (out / "sweep.json").write_text(json.dumps({"argv": sys.argv, "grid": grid, "seeds": args.seeds}, indent=2))
-    failed = run_cells(cells, commands, out, args.summary_file, args.workers)
+    failed = run_cells(cells, commands, out, args.summary_file, workers)
     try:
         rows = summary_rows(cells, out, args.summary_file, args.metric)
     except ValueError as exc:  # an unknown --metric: the keys the runs wrote

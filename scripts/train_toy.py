@@ -20,7 +20,8 @@ from pipeline.config import ValidatedConfig, field_with_help, parse_or_exit, req
 from pipeline.grpo.config import GRPOArguments
 from pipeline.runtime import setup_logging
 from pipeline.evaluation.stats import format_change, format_rate, paired_difference
-from pipeline.toy import held_out_outcomes, kl_from_start, last_steps_means, load_or_build_start_point, train_toy
+from pipeline.toy import (TOY_THREADS, held_out_outcomes, kl_from_start, last_steps_means, load_or_build_start_point,
+                          train_toy)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class ToyArguments(ValidatedConfig):
 
 
 CONFIG_TYPES = [GRPOArguments, ToyArguments]
+THREADS_PER_RUN = TOY_THREADS  # pinned, for runs that reproduce: scripts/sweep.py runs only as many as the cores hold
 
 
 def main(args: GRPOArguments, toy: ToyArguments) -> dict:

@@ -102,6 +102,18 @@ def test_every_training_script_s_options_are_read_before_any_cell(tmp_path, caps
         check_grid_fields(ROOT / "scripts" / script, {"sede": ["0"]})
 
 
+def test_a_script_that_pins_its_threads_runs_only_as_many_cells_as_the_cores_hold(caplog):
+    """train_toy.py pins 2 torch threads per run (its results then reproduce): two such cells on 2 cores ran
+    each step about 18 times slower (27 s against 1.5 s, measured), so the sweep runs one at a time there."""
+    from pipeline.sweep import cells_at_once
+
+    toy, bandit = ROOT / "scripts" / "train_toy.py", ROOT / "scripts" / "train_bandit.py"
+    assert cells_at_once(toy, workers=2, cores=2) == 1
+    assert "train_toy.py pins 2 torch threads per run" in caplog.text and "1 cell(s) at a time on 2 cores" in caplog.text
+    assert cells_at_once(toy, workers=4, cores=8) == 4 and cells_at_once(toy, workers=8, cores=8) == 4
+    assert cells_at_once(bandit, workers=2, cores=2) == 2  # no pin: the sweep shares the cores out itself
+
+
 def test_an_unknown_metric_lists_the_numbers_the_runs_wrote(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     args = sweep_args(tmp_path, "--", "--steps", "5")

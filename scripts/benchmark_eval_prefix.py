@@ -43,39 +43,42 @@ def shared_prefix_tokens(prompts: list[list[int]]) -> int:
 
 
 @torch.no_grad()
-def prefill_seconds(model, tokenizer, prompts: list[str]) -> float:
+def prefill_seconds(model, tokenizer, prompts: list[str], add_special_tokens: bool) -> float:
     """One left-padded forward over the prompts, as the sampler's prefill runs it (last position's logits)."""
-    ids, mask = left_pad([encode(tokenizer, p, model.device) for p in prompts], tokenizer.pad_token_id)  # [B, L]
+    ids = [encode(tokenizer, p, model.device, add_special_tokens) for p in prompts]
+    ids, mask = left_pad(ids, tokenizer.pad_token_id)  # [B, L]
     start = time.perf_counter()
     model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
     return time.perf_counter() - start
 
 
 def measure(model, tokenizer, name: str, limit: int, batch_size: int, repeats: int) -> dict:
-    data = DataArguments()
+    """Per pass over the problems: the prefills of its batches, and the whole evaluation (the same batches)."""
+    data, protocol = DataArguments(), PROTOCOLS[name]
     problems, train = load_protocol_rows(data.dataset_name, data.dataset_config, data.eval_split, data.train_split,
-                                         limit, PROTOCOLS[name])
-    prompts = protocol_prompts(PROTOCOLS[name], [row for _, row in problems], train, tokenizer)
-    token_ids = [encode(tokenizer, p, "cpu").tolist() for p in prompts]
-    batches = [range(s, min(s + batch_size, len(problems))) for s in range(0, len(problems), batch_size)]
+                                         limit, protocol)
+    prompts = protocol_prompts(protocol, [row for _, row in problems], train, tokenizer)
+    bos = tokenizer.bos_token  # evaluate_protocol's rule: special tokens unless the text starts with the BOS
+    add_special_tokens = not (bool(bos) and prompts[0].startswith(bos))
+    token_ids = [encode(tokenizer, p, "cpu", add_special_tokens).tolist() for p in prompts]
+    batches = [prompts[s : s + batch_size] for s in range(0, len(prompts), batch_size)]
     prefill, whole = [], []
     for repeat in range(repeats + 1):  # the first pass is warm-up
-        for batch in batches:
-            p = prefill_seconds(model, tokenizer, [prompts[i] for i in batch])
-            start = time.perf_counter()
-            evaluate_protocol(model, tokenizer, [problems[i] for i in batch], train, PROTOCOLS[name],
-                              batch_size=batch_size, show_progress=False)
-            if repeat:
-                prefill.append(p)
-                whole.append(time.perf_counter() - start)
+        p = sum(prefill_seconds(model, tokenizer, batch, add_special_tokens) for batch in batches)
+        start = time.perf_counter()  # all problems at once: the shots are drawn for the whole list, as evaluate.py does
+        evaluate_protocol(model, tokenizer, problems, train, protocol, batch_size=batch_size, show_progress=False)
+        if repeat:
+            prefill.append(p)
+            whole.append(time.perf_counter() - start)
     mean_tokens = statistics.mean(len(t) for t in token_ids)
     shared = shared_prefix_tokens(token_ids)
-    return {"protocol": name, "problems": len(problems), "batch_size": batch_size, "batches_timed": len(whole),
+    share = statistics.median(p / w for p, w in zip(prefill, whole))
+    return {"protocol": name, "problems": len(problems), "batch_size": batch_size, "passes_timed": len(whole),
             "prompt_tokens_mean": mean_tokens, "shared_prefix_tokens": shared,
-            "prefill_s_median": statistics.median(prefill), "evaluation_s_median": statistics.median(whole),
-            "prefill_share": statistics.median(p / w for p, w in zip(prefill, whole)),
+            "prefill_s_per_batch": statistics.median(prefill) / len(batches),
+            "evaluation_s_per_batch": statistics.median(whole) / len(batches), "prefill_share": share,
             # attention over the shared part is not all of a prefill's work, so this bounds what caching saves
-            "shared_prefix_share_at_most": statistics.median(p / w for p, w in zip(prefill, whole)) * shared / mean_tokens}
+            "shared_prefix_share_at_most": share * shared / mean_tokens}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -96,11 +99,11 @@ def main(argv: list[str] | None = None) -> dict:
         model = load_model(model_args).eval()
     rows = [measure(model, tokenizer, name, args.limit, args.batch_size, args.repeats) for name in args.protocols]
     command = "python scripts/benchmark_eval_prefix.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = [f"`{command.strip()}`", "", f"{torch.get_num_threads()} threads, float32, greedy, medians over batches", "",
+    lines = [f"`{command.strip()}`", "", f"{torch.get_num_threads()} threads, float32, greedy, batches of {args.batch_size}, medians over passes", "",
              "| protocol | prompt tokens (mean) | shared prefix tokens | prefill s / batch | evaluation s / batch "
              "| prefill share | shared prefix's share, at most |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['protocol']} | {r['prompt_tokens_mean']:.0f} | {r['shared_prefix_tokens']} | "
-              f"{r['prefill_s_median']:.2f} | {r['evaluation_s_median']:.1f} | {r['prefill_share']:.1%} | "
+              f"{r['prefill_s_per_batch']:.2f} | {r['evaluation_s_per_batch']:.1f} | {r['prefill_share']:.1%} | "
               f"{r['shared_prefix_share_at_most']:.1%} |" for r in rows]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"eval_prefix_{args.model}"

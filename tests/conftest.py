@@ -66,12 +66,18 @@ def resume_and_run_unbroken():
     def run_both(command: list[str], env: dict, run: Path, straight: Path, max_steps: int) -> None:
         import processes
 
-        both = [processes.start([*command, "--max_steps", str(max_steps), *extra], cwd=root, env=env,
-                                log=folder.parent / f"{folder.name}.log")
-                for folder, extra in ((run, ["--output_dir", str(run), "--resume_from_checkpoint", "latest"]),
-                                      (straight, ["--output_dir", str(straight)]))]  # at once: mostly imports
-        codes = processes.wait_all(both, timeout=300)
-        for folder, code in zip((run, straight), codes):
+        runs = {run: ["--output_dir", str(run), "--resume_from_checkpoint", "latest"],
+                straight: ["--output_dir", str(straight)]}
+        started = []
+        try:  # both at once: each mostly waits on its imports; ended whatever happens
+            for folder, extra in runs.items():
+                started.append(processes.start([*command, "--max_steps", str(max_steps), *extra], cwd=root, env=env,
+                                               log=folder.parent / f"{folder.name}.log"))
+            codes = processes.wait_all(started, timeout=300)
+        finally:
+            for process in started:
+                processes.end_group(process)
+        for folder, code in zip(runs, codes):
             assert code == 0, (folder.parent / f"{folder.name}.log").read_text()[-2000:]
 
     return run_both

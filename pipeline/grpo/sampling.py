@@ -90,7 +90,8 @@ def cache_keyword(model) -> str:
 def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: SamplingParams,
                   finished_everywhere: Callable[[bool], bool] | None = None,
                   rows_done: Callable[[int], None] | None = None,
-                  stopped: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> torch.Tensor:
+                  stopped: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+                  check_every: int | None = None) -> torch.Tensor:
     """G sampled completions for each prompt, groups contiguous: [P * G, T] with T <= max_new_tokens.
 
     prompts: P rows of token ids (any lengths); seeds: one per prompt. After a row's first EOS it holds
@@ -104,6 +105,8 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
     stopped: given the tokens so far of the rows still in the batch ([rows, t]) and how many arrived since its
     last call, which of them have reached a stop of their own (a stop sequence's text, say;
     ``pipeline.generation.StopStrings``): they finish as at EOS.
+    check_every: decode steps between the checks that copy to the host (all finished? stops, progress);
+    default 1 on a CPU, 8 on an accelerator, where each copy waits for the device. The tokens are the same.
     """
     from transformers import DynamicCache, StaticCache
 
@@ -127,7 +130,7 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     # Checking "all finished" copies to the host; on an accelerator only every few tokens, so the
     # decode loop queues work without waiting.
-    check_every = 1 if device.type == "cpu" else 8
+    check_every = check_every or (1 if device.type == "cpu" else 8)
     logits = prefill.logits[:, -1].repeat_interleave(G, 0)  # [P * G, V]
     reported = 0  # rows reported finished to rows_done
     for t in range(params.max_new_tokens):
@@ -136,7 +139,10 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
         finished |= torch.isin(next_tokens, eos)
         check = (t + 1) % check_every == 0
         if stopped is not None and check:  # decodes text on the host: every few tokens on an accelerator
-            finished |= stopped(tokens[row_index, : t + 1], check_every)
+            hit = stopped(tokens[row_index, : t + 1], check_every)
+            if check_every > 1 and bool((hit & ~finished).any()):
+                _pad_after_stops(tokens, row_index[hit & ~finished], t, check_every, stopped, params.pad_token_id)
+            finished |= hit
         if rows_done is not None and check:
             done = rows - row_index.numel() + int(finished.sum())  # rows dropped from the batch had finished
             if done > reported:
@@ -156,6 +162,17 @@ def sample_groups(model, prompts: list[torch.Tensor], seeds: list[int], params: 
     if rows_done is not None and reported < rows:  # the cap ended the rest
         rows_done(rows)
     return tokens[:, : t + 1]
+
+
+def _pad_after_stops(tokens: torch.Tensor, rows: torch.Tensor, t: int, new_tokens: int,
+                     stopped: Callable[[torch.Tensor, int], torch.Tensor], pad_token_id: int) -> None:
+    """Pad what ``rows`` decoded after their stop among the last ``new_tokens`` steps (up to step ``t``): their
+    tokens then equal those of a check after every token, which would have ended them at the stop."""
+    for row in rows.tolist():
+        for end in range(t + 2 - new_tokens, t + 2):  # tokens[row, :end] as a check after step end - 1 saw them
+            if bool(stopped(tokens[row : row + 1, :end], 1)[0]):
+                tokens[row, end : t + 1] = pad_token_id
+                break
 
 
 def _all_finished(finished: torch.Tensor, finished_everywhere: Callable[[bool], bool] | None) -> bool:

@@ -56,3 +56,26 @@ def test_stop_strings_look_back_over_every_token_since_the_last_check(tiny_model
     assert arrived_since > 2 and stop(ids).tolist() == [False]  # a per-token check would have seen it long ago
     assert stop(ids, new_tokens=arrived_since + 1).tolist() == [True]
     assert stop(ids[:, : ids.size(1) - arrived_since]).tolist() == [True]  # the check when it arrived
+
+
+def test_checking_for_stops_every_8_tokens_gives_the_tokens_of_a_check_after_every_token(tiny_model_args):
+    """The accelerator's cadence, run on the CPU: rows that met their stop between two checks end at the
+    stop (padded after it), as a check after every token ends them. (Decoding itself may then end up to 7
+    steps later: the extra columns are all padding.) Sampled, for text varied enough to stop mid-row."""
+    from pipeline.grpo.sampling import SamplingParams, sample_groups
+
+    model, tokenizer = load_model(tiny_model_args).eval(), load_tokenizer(tiny_model_args)
+    questions = [e.question for e in load_gsm8k(split="test").examples[:4]]
+    prompts = [render_prompt(tokenizer, get_template("reasoning").messages(q)) for q in questions]
+    ids = [torch.tensor(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+    pad = tokenizer.pad_token_id
+    params = SamplingParams(1, 40, 1.0, 1.0, tuple(sorted(eos_token_ids(model, tokenizer))), pad)
+    free = sample_groups(model, ids, [0, 1, 2, 3], params)  # [4, 40]: no stop
+    stop = StopStrings(tokenizer, [tokenizer.decode(free[0, 12:14])])  # row 0's 13th and 14th tokens' text
+    every_token, every_8 = (sample_groups(model, ids, [0, 1, 2, 3], params, stopped=stop, check_every=n)
+                            for n in (1, 8))
+    width = every_token.size(1)
+    assert torch.equal(every_8[:, :width], every_token) and (every_8[:, width:] == pad).all()
+    row_0_end = int((every_token[0] == pad).int().argmax())  # where row 0's padding starts
+    assert 0 < row_0_end <= 14 and row_0_end % 8 != 0  # it stopped between two checks of the 8-token cadence
+    assert torch.equal(every_token[0, :row_0_end], free[0, :row_0_end])

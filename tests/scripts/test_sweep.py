@@ -114,6 +114,26 @@ def test_a_script_that_pins_its_threads_runs_only_as_many_cells_as_the_cores_hol
     assert cells_at_once(bandit, workers=2, cores=2) == 2  # no pin: the sweep shares the cores out itself
 
 
+def test_the_sweep_runs_a_pinned_script_s_cells_one_at_a_time_on_two_cores(tmp_path, monkeypatch):
+    import os
+
+    script, seen = load_script(), {}
+
+    class Started(Exception):
+        pass
+
+    def record(cells, commands, out, summary_file, workers, env=None):
+        seen["workers"] = workers
+        raise Started  # what run_cells was given is all this test needs
+
+    monkeypatch.setattr(script, "run_cells", record)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with pytest.raises(Started):
+        script.main([str(ROOT / "scripts" / "train_toy.py"), "--grid", "loss_type=dapo,grpo", "--metric",
+                     "held_out_exact_match", "--workers", "2", "--output_dir", str(tmp_path)])
+    assert seen["workers"] == 1
+
+
 def test_an_unknown_metric_lists_the_numbers_the_runs_wrote(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     args = sweep_args(tmp_path, "--", "--steps", "5")

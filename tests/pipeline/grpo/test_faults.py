@@ -3,11 +3,11 @@
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import processes
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -135,14 +135,17 @@ def test_sigint_saves_at_a_step_boundary_and_resume_matches_an_unbroken_run(tiny
                "--beta", "0.04", "--learning_rate", "5e-3", "--save_steps", "0", "--seed", "3"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     run = tmp_path / "interrupted"
-    process = subprocess.Popen([*command, "--max_steps", "200", "--output_dir", str(run)], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = run / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 2):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=300)
+    log, metrics = tmp_path / "interrupted.log", run / "metrics.jsonl"  # a file: a full pipe would stall the run
+    process = processes.start([*command, "--max_steps", "200", "--output_dir", str(run)], cwd=ROOT, env=env, log=log)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 2):
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=300)
+    finally:
+        processes.end_group(process)  # gone, even when it did not stop
+    stderr = log.read_text()
     assert process.returncode == 130, stderr[-2000:]
     assert "Resume with: --resume_from_checkpoint latest" in stderr
     stopped_at = int(json.loads((find_checkpoint(run, "latest") / "trainer_state.json").read_text())["step"])

@@ -47,6 +47,18 @@ def _model_path(profile: Profile, work: Path) -> str:
     return str(build_tiny_llama(work / "tiny-llama", corpus))
 
 
+def load_profile_model(profile: Profile, **model_options) -> tuple[object, object, ModelArguments]:
+    """(model, left-padding tokenizer, its ModelArguments) of ``profile``; a tiny model is built in a temporary
+    folder, removed once the weights have loaded."""
+    from pipeline.models import load_model, load_tokenizer
+
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
+        model_args = ModelArguments(model_name_or_path=_model_path(profile, Path(tmp)), **model_options)
+        tokenizer = load_tokenizer(model_args, padding_side="left")
+        model = load_model(model_args)
+    return model, tokenizer, model_args
+
+
 def _grpo_args(profile: Profile, steps: int, output_dir: Path) -> GRPOArguments:
     return GRPOArguments(
         output_dir=str(output_dir), max_steps=steps, prompts_per_step=profile.prompts,

@@ -173,13 +173,13 @@ def script_module(script: str | Path):
     return module
 
 
-def check_grid_fields(script: str | Path, grid: dict[str, list[str]]) -> None:
+def check_grid_fields(script, grid: dict[str, list[str]]) -> None:
     """Refuse a grid field that the script's config does not have, before any cell runs (a misspelt field
-    would otherwise fail in every cell, each with the reason in its own sweep.log)."""
+    would otherwise fail in every cell, each with the reason in its own sweep.log). ``script``: its module."""
     import dataclasses
     import difflib
 
-    config_types = getattr(script_module(script), "CONFIG_TYPES", None)
+    config_types = getattr(script, "CONFIG_TYPES", None)
     if config_types is None:
         return
     fields = sorted({f.name for config in config_types for f in dataclasses.fields(config)})
@@ -187,20 +187,21 @@ def check_grid_fields(script: str | Path, grid: dict[str, list[str]]) -> None:
         if name not in fields:
             close = difflib.get_close_matches(name, fields, n=3)
             hint = f"did you mean {', '.join(close)}?" if close else "see the script's --help"
-            raise ValueError(f"--grid {name}: {Path(script).name} has no option {name!r}; {hint}")
+            raise ValueError(f"--grid {name}: {Path(script.__file__).name} has no option {name!r}; {hint}")
 
 
-def cells_at_once(script: str | Path, workers: int, cores: int) -> int:
+def cells_at_once(script, workers: int, cores: int) -> int:
     """``workers``, or fewer where the script pins its runs' torch thread count (``THREADS_PER_RUN``, so that
     they reproduce exactly): cells that want more threads than there are cores run many times slower
-    (OpenMP's threads spin while they wait for each other), so only as many run at once as the cores hold."""
-    threads = getattr(script_module(script), "THREADS_PER_RUN", None)
+    (OpenMP's threads spin while they wait for each other), so only as many run at once as the cores hold.
+    ``script``: its module."""
+    threads = getattr(script, "THREADS_PER_RUN", None)
     if threads is None:
         return workers
     fit = max(1, cores // threads)
     if workers > fit:
         logger.warning("%s pins %d torch threads per run, for results that reproduce: %d cell(s) at a time on "
-                       "%d cores, not %d", Path(script).name, threads, fit, cores, workers)
+                       "%d cores, not %d", Path(script.__file__).name, threads, fit, cores, workers)
     return min(workers, fit)
 
 

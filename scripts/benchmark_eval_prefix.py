@@ -16,7 +16,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,12 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.arguments import DataArguments, ModelArguments  # noqa: E402
-from pipeline.benchmark import PROFILES, _model_path  # noqa: E402
-from pipeline.evaluation.protocols import PROTOCOLS, evaluate_protocol, load_protocol_rows, protocol_prompts  # noqa: E402
+from pipeline.arguments import DataArguments  # noqa: E402
+from pipeline.benchmark import PROFILES, load_profile_model  # noqa: E402
+from pipeline.evaluation.protocols import (PROTOCOLS, adds_special_tokens, evaluate_protocol,  # noqa: E402
+                                          load_protocol_rows, protocol_prompts)
 from pipeline.generation import encode  # noqa: E402
 from pipeline.grpo.sampling import left_pad  # noqa: E402
-from pipeline.models import load_model, load_tokenizer  # noqa: E402
 
 
 def shared_prefix_tokens(prompts: list[list[int]]) -> int:
@@ -58,8 +57,7 @@ def measure(model, tokenizer, name: str, limit: int, batch_size: int, repeats: i
     problems, train = load_protocol_rows(data.dataset_name, data.dataset_config, data.eval_split, data.train_split,
                                          limit, protocol)
     prompts = protocol_prompts(protocol, [row for _, row in problems], train, tokenizer)
-    bos = tokenizer.bos_token  # evaluate_protocol's rule: special tokens unless the text starts with the BOS
-    add_special_tokens = not (bool(bos) and prompts[0].startswith(bos))
+    add_special_tokens = adds_special_tokens(tokenizer, prompts)  # as evaluate_protocol encodes them
     token_ids = [encode(tokenizer, p, "cpu", add_special_tokens).tolist() for p in prompts]
     batches = [prompts[s : s + batch_size] for s in range(0, len(prompts), batch_size)]
     prefill, whole = [], []
@@ -93,10 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     profile = PROFILES["cpu-smollm2" if args.model == "smollm2" else "cpu-tiny"]
-    with tempfile.TemporaryDirectory(prefix="bench-eval-prefix-") as tmp:  # the tiny model's files: until it loads
-        model_args = ModelArguments(model_name_or_path=_model_path(profile, Path(tmp)))
-        tokenizer = load_tokenizer(model_args, padding_side="left")
-        model = load_model(model_args).eval()
+    model, tokenizer, _ = load_profile_model(profile)
+    model.eval()
     rows = [measure(model, tokenizer, name, args.limit, args.batch_size, args.repeats) for name in args.protocols]
     command = "python scripts/benchmark_eval_prefix.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [f"`{command.strip()}`", "", f"{torch.get_num_threads()} threads, float32, greedy, batches of {args.batch_size}, medians over passes", "",

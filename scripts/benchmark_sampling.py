@@ -19,7 +19,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,12 +27,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.arguments import DataArguments, ModelArguments  # noqa: E402
-from pipeline.benchmark import PROFILES, _model_path  # noqa: E402
+from pipeline.arguments import DataArguments  # noqa: E402
+from pipeline.benchmark import PROFILES, load_profile_model  # noqa: E402
 from pipeline.data import get_template, load_gsm8k, render_prompt  # noqa: E402
 from pipeline.generation import eos_token_ids  # noqa: E402
 from pipeline.grpo.sampling import SamplingParams, sample_groups  # noqa: E402
-from pipeline.models import MergedAdapterView, add_lora, load_model, load_tokenizer  # noqa: E402
+from pipeline.models import MergedAdapterView, add_lora  # noqa: E402
 
 VARIANTS = ("hf-generate-per-prompt", "prefill-once-static-cache", "all-prompts-one-batch", "merged-lora")
 
@@ -92,11 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     profile = PROFILES["cpu-smollm2" if args.model == "smollm2" else "cpu-tiny"]
-    with tempfile.TemporaryDirectory(prefix="bench-sampling-") as tmp:  # the tiny model's files: only until it loads
-        model_args = ModelArguments(model_name_or_path=_model_path(profile, Path(tmp)), use_peft=True,
-                                    lora_r=16, lora_alpha=32, lora_dropout=0.0)
-        tokenizer = load_tokenizer(model_args, padding_side="left")
-        model = add_lora(load_model(model_args), model_args).eval()
+    model, tokenizer, model_args = load_profile_model(profile, use_peft=True, lora_r=16, lora_alpha=32, lora_dropout=0.0)
+    model = add_lora(model, model_args).eval()
     with torch.no_grad():  # a trained adapter, not the B = 0 of a fresh one
         for name, param in model.named_parameters():
             if "lora_B" in name:

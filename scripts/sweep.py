@@ -30,6 +30,7 @@ from pipeline.sweep import (
     parse_grid,
     plot_curves,
     run_cells,
+    script_module,
     summary_rows,
     write_table,
 )
@@ -70,10 +71,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         build_parser().error(f"script {args.script!r} not found")
     try:
         grid = parse_grid(args.grid)
-        check_grid_fields(args.script, grid)
+        target = script_module(args.script)  # loaded once: its options and its thread pin
+        check_grid_fields(target, grid)
     except ValueError as exc:
         build_parser().error(str(exc))
-    workers = cells_at_once(args.script, args.workers, os.cpu_count() or 1)
+    workers = cells_at_once(target, args.workers, os.cpu_count() or 1)
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     cells = grid_cells(grid, args.seeds)

@@ -218,6 +218,13 @@ def protocol_prompts(protocol: Protocol, problems: Sequence[dict], train: Sequen
             for row, problem_shots in zip(problems, shots)]
 
 
+def adds_special_tokens(tokenizer, prompts: Sequence[str]) -> bool:
+    """lm-eval encodes with the tokenizer's special tokens (a BOS, for Llama-style ones) unless the text
+    already starts with the BOS token (a chat template's); SmolLM2's tokenizer adds none either way."""
+    bos = tokenizer.bos_token
+    return not (bool(bos) and bool(prompts) and prompts[0].startswith(bos))
+
+
 def evaluate_protocol(model, tokenizer, problems: Sequence[tuple[str, dict]], train: Sequence[dict],
                       protocol: Protocol, *, batch_size: int, apply_chat_template: bool = False,
                       fewshot_as_multiturn: bool = False, show_progress: bool = True,
@@ -234,10 +241,7 @@ def evaluate_protocol(model, tokenizer, problems: Sequence[tuple[str, dict]], tr
     # lm-eval adds the EOS token's text to the stop sequences; generation also ends at the EOS token itself
     eos_text = tokenizer.decode(tokenizer.eos_token_id, skip_special_tokens=False)
     until = [*protocol.until, *([eos_text] if eos_text not in protocol.until else [])]
-    # lm-eval encodes with the tokenizer's special tokens (a BOS, for Llama-style ones) unless the text
-    # already starts with the BOS token (a chat template's); SmolLM2's tokenizer adds none either way
-    bos = tokenizer.bos_token
-    add_special_tokens = not (bool(bos) and bool(prompts) and prompts[0].startswith(bos))
+    add_special_tokens = adds_special_tokens(tokenizer, prompts)
     warn_about_generation_config(model)
     records: list[dict[str, object]] = []
     progress = tqdm(total=len(problems), desc=f"evaluation ({protocol.name})", unit="problem",

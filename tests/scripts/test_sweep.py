@@ -95,19 +95,20 @@ def test_a_misspelt_grid_field_starts_no_cell(tmp_path):
 def test_every_training_script_s_options_are_read_before_any_cell(tmp_path, capsys, script):
     """The field check loads the script itself: train_toy.py defines a dataclass of its own, which needs
     the script's module registered while it loads. Its own field passes the check; a misspelt one is named."""
-    from pipeline.sweep import check_grid_fields
+    from pipeline.sweep import check_grid_fields, script_module
 
-    check_grid_fields(ROOT / "scripts" / script, {"seed": ["0"]})  # a field every script has: no error
+    module = script_module(ROOT / "scripts" / script)
+    check_grid_fields(module, {"seed": ["0"]})  # a field every script has: no error
     with pytest.raises(ValueError, match=f"--grid sede: {script} has no option 'sede'; did you mean seed"):
-        check_grid_fields(ROOT / "scripts" / script, {"sede": ["0"]})
+        check_grid_fields(module, {"sede": ["0"]})
 
 
 def test_a_script_that_pins_its_threads_runs_only_as_many_cells_as_the_cores_hold(caplog):
     """train_toy.py pins 2 torch threads per run (its results then reproduce): two such cells on 2 cores ran
     each step about 18 times slower (27 s against 1.5 s, measured), so the sweep runs one at a time there."""
-    from pipeline.sweep import cells_at_once
+    from pipeline.sweep import cells_at_once, script_module
 
-    toy, bandit = ROOT / "scripts" / "train_toy.py", ROOT / "scripts" / "train_bandit.py"
+    toy, bandit = (script_module(ROOT / "scripts" / name) for name in ("train_toy.py", "train_bandit.py"))
     assert cells_at_once(toy, workers=2, cores=2) == 1
     assert "train_toy.py pins 2 torch threads per run" in caplog.text and "1 cell(s) at a time on 2 cores" in caplog.text
     assert cells_at_once(toy, workers=4, cores=8) == 4 and cells_at_once(toy, workers=8, cores=8) == 4

@@ -149,6 +149,15 @@ class EvalArguments(ValidatedConfig):
         None, "Evaluate as lm-eval's task of this name does (gsm8k: 5-shot; gsm8k_cot: 8 fixed exemplars; "
         "gsm8k_cot_zeroshot): its prompts, stop sequences, 256-token cap and filters, in place of "
         "--prompt_template, --system_prompt, --max_new_tokens and held-out rows (problems: the first of --eval_split).")
+    # --- vLLM (in the vLLM venv: `make vllm-venv` on CPU, `pip install -e .[vllm]` on a GPU machine) ---
+    use_vllm: bool = field_with_help(
+        False, "Decode with vLLM instead of the built-in decoder (a full-weights folder: base, embedded or a run's "
+        "merged/). Greedy numbers can differ where the two engines' float sums pick a different token.")
+    vllm_max_model_length: int | None = field_with_help(
+        None, "--use_vllm: longest prompt + completion, in tokens (default: the model's context length).")
+    vllm_gpu_memory_utilization: float = field_with_help(
+        0.9, "--use_vllm on a GPU: fraction of its memory vLLM may take (on CPU the KV cache is sized for "
+        "--batch_size sequences of --vllm_max_model_length tokens).")
     apply_chat_template: bool = field_with_help(False, "--protocol: wrap the prompt in the chat template, as "
                                                 "lm-eval's --apply_chat_template does.")
     fewshot_as_multiturn: bool | None = field_with_help(
@@ -166,6 +175,10 @@ class EvalArguments(ValidatedConfig):
                 "applies to --protocol evaluations (the project's own template always uses the chat template)")
         if self.fewshot_as_multiturn is None:
             self.fewshot_as_multiturn = self.apply_chat_template
+        require(not self.use_vllm or 0 < self.vllm_gpu_memory_utilization <= 1, "vllm_gpu_memory_utilization",
+                f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        require(self.vllm_max_model_length is None or self.vllm_max_model_length >= 2, "vllm_max_model_length",
+                f"must be >= 2 tokens, got {self.vllm_max_model_length}")
         require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
         require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps", "xpu"), "device",
                 f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")

@@ -45,6 +45,27 @@ class StopStrings:
         tails = self.tokenizer.batch_decode(tokens[:, -(self.lookback + new_tokens - 1) :].tolist())
         return torch.tensor([any(s in tail for s in self.strings) for tail in tails], device=tokens.device)
 
+    def lengths(self, completion_ids: torch.Tensor, eos_ids: set[int]) -> list[int]:
+        """How many tokens each finished completion ([N, T], padded after its end) took: through its first EOS
+        or through the token that completed a stop sequence, whichever came first; T when neither did.
+
+        Padding is no measure where the pad token is an EOS token (a stopped row's first pad would count).
+        """
+        lengths = []
+        for row, through_eos in zip(completion_ids.tolist(), completion_lengths(completion_ids, eos_ids).tolist()):
+            def stops_within(k: int, row=row) -> bool:
+                return any(s in self.tokenizer.decode(row[:k]) for s in self.strings)
+
+            low, high = 1, through_eos  # the fewest tokens whose text holds a stop: a search, as it only grows
+            if not stops_within(high):
+                lengths.append(through_eos)
+                continue
+            while low < high:
+                middle = (low + high) // 2
+                low, high = (low, middle) if stops_within(middle) else (middle + 1, high)
+            lengths.append(low)
+        return lengths
+
 
 def encode(tokenizer, text: str, device: torch.device | str, add_special_tokens: bool = False) -> torch.Tensor:
     """Token ids ``[L]`` of a rendered prompt, on ``device`` (chat-templated text holds its special tokens).
@@ -138,6 +159,7 @@ def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, eos_ids: 
     ids = [encode(tokenizer, p, model.device, add_special_tokens) for p in prompts]
     completion_ids = sample_groups(model, ids, [0] * len(ids), params, finished_everywhere, rows_done,  # [P, T]
                                    stopped)
-    lengths = completion_lengths(completion_ids, eos_ids).tolist()
+    lengths = (stopped.lengths(completion_ids, eos_ids) if stopped is not None
+               else completion_lengths(completion_ids, eos_ids).tolist())
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     return Generated(texts=[[t] for t in texts], num_tokens=[[n] for n in lengths])

@@ -2,12 +2,14 @@
 
     python scripts/evaluate.py --config configs/eval_smollm2_cpu.yaml [--limit 50 ...]
     python scripts/evaluate.py --protocol gsm8k --limit 50     # as lm-eval's gsm8k task (5-shot), comparable
+    .venv-vllm/bin/python scripts/evaluate.py --protocol gsm8k --use_vllm true     # decoded by vLLM
 
 Works with a base model (hub id or folder), a merged folder, or a LoRA adapter folder.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 
@@ -16,7 +18,7 @@ from pipeline.config import ConfigError, run_script
 from pipeline.data import get_template
 from pipeline.evaluation.evaluate import check_gold_answers, evaluate_gsm8k, format_table, write_results
 from pipeline.evaluation.protocols import PROTOCOLS, evaluate_protocol, load_protocol_rows, protocol_summary
-from pipeline.models import load_model, load_tokenizer
+from pipeline.models import is_adapter_folder, load_model, load_tokenizer, resolve_model_path
 from pipeline.runtime import resolve_device, seed_everything, setup_logging
 
 logger = logging.getLogger("evaluate")
@@ -32,10 +34,10 @@ def main(model_args: ModelArguments, data_args: DataArguments, eval_args: EvalAr
     check_gold_answers(splits.eval[: eval_args.limit])
     template = get_template(data_args.prompt_template)
     tokenizer = load_tokenizer(model_args)
-    model = load_model(model_args, device=resolve_device(eval_args.device))  # in model_args.dtype
+    model, generator = load_decoder(model_args, eval_args, tokenizer)
     records, summary = evaluate_gsm8k(
-        model, tokenizer, splits.eval, template, eval_args,
-        system_prompt=data_args.system_prompt, model_name=model_args.model_name_or_path, split_name=splits.eval_label,
+        model, tokenizer, splits.eval, template, eval_args, system_prompt=data_args.system_prompt,
+        model_name=model_args.model_name_or_path, split_name=splits.eval_label, generator=generator,
     )
     summary["skipped_rows"] = len(splits.skipped)
     write_results(eval_args.output_dir, records, summary)
@@ -51,17 +53,35 @@ def evaluate_as_lm_eval(model_args: ModelArguments, data_args: DataArguments, ev
     if eval_args.apply_chat_template and not tokenizer.chat_template:
         raise ConfigError(f"option --apply_chat_template: {model_args.model_name_or_path}'s tokenizer has no chat "
                           "template; leave it false")
-    model = load_model(model_args, device=resolve_device(eval_args.device)).eval()
+    model, generator = load_decoder(model_args, eval_args, tokenizer)
     started = time.perf_counter()
     records = evaluate_protocol(model, tokenizer, problems, train, protocol, batch_size=eval_args.batch_size,
                                 apply_chat_template=eval_args.apply_chat_template,
-                                fewshot_as_multiturn=eval_args.fewshot_as_multiturn)
+                                fewshot_as_multiturn=eval_args.fewshot_as_multiturn, generator=generator)
     summary = protocol_summary(records, protocol, time.perf_counter() - started, model=model_args.model_name_or_path,
                                split=f"{protocol.name} (lm-eval) · {data_args.eval_dataset_name or data_args.dataset_name} "
                                f"{data_args.eval_split}", settings=eval_args.to_dict())
     write_results(eval_args.output_dir, records, summary)
     print(format_table(summary))
     return summary
+
+
+def load_decoder(model_args: ModelArguments, eval_args: EvalArguments, tokenizer):
+    """(the model in eval mode, None) for the built-in decoder; (None, a vLLM generator) with --use_vllm."""
+    if not eval_args.use_vllm:
+        return load_model(model_args, device=resolve_device(eval_args.device)).eval(), None  # in model_args.dtype
+    path = resolve_model_path(model_args)
+    if is_adapter_folder(path):
+        raise ConfigError(f"option --use_vllm: {path} is a LoRA adapter folder; vLLM evaluates full weights: give "
+                          "the run's merged/ folder (or leave --use_vllm false)")
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError("option --use_vllm: vLLM is not installed here; run with .venv-vllm/bin/python "
+                          "(`make vllm-venv`, CPU) or `pip install -e .[vllm]` (GPU)")
+    from pipeline.vllm_generation import VLLMGenerator
+
+    return None, VLLMGenerator(path, tokenizer, batch_size=eval_args.batch_size, seed=eval_args.seed,
+                               max_model_length=eval_args.vllm_max_model_length,
+                               gpu_memory_utilization=eval_args.vllm_gpu_memory_utilization)
 
 
 if __name__ == "__main__":

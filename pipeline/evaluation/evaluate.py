@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -244,11 +245,14 @@ def evaluate_gsm8k(
     show_progress: bool = True,
     finished_everywhere=None,
     split_name: str = "held-out problems",
+    generator=None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Generate for each problem and score it. Returns (per-problem records, summary).
 
     ``finished_everywhere``: with parameters sharded over processes, each runs this same evaluation, its
     decoding kept in step by this collective stop test (see ``pipeline.grpo.sampling.sample_groups``).
+    ``generator``: decodes in place of the built-in decoder on ``model`` (``pipeline.generation.generate``'s
+    arguments less the model and tokenizer, e.g. ``pipeline.vllm_generation.VLLMGenerator``); ``model`` unused then.
     """
     from tqdm.auto import tqdm
 
@@ -257,20 +261,21 @@ def evaluate_gsm8k(
     prompts = [render_prompt(tokenizer, ex.prompt_messages(template, system_prompt)) for ex in examples]
     records: list[dict[str, Any]] = []
     per_problem: list[dict[str, float]] = []
-    model.eval()
+    if generator is None:
+        generator = partial(generate, model.eval(), tokenizer)
     torch.manual_seed(args.seed)
     started, generated_tokens = time.perf_counter(), 0
     progress = tqdm(total=len(examples), desc="evaluation", unit="problem", disable=not show_progress)
     for batch in _batches(list(zip(examples, prompts)), args.batch_size):
         batch_prompts = [p for _, p in batch]
         shown = progress.n  # the greedy pass moves the bar a problem at a time, as each one finishes
-        greedy = generate(model, tokenizer, batch_prompts, max_new_tokens=args.max_new_tokens, do_sample=False,
+        greedy = generator(batch_prompts, max_new_tokens=args.max_new_tokens, do_sample=False,
                           finished_everywhere=finished_everywhere,
                           rows_done=lambda done, start=shown: progress.update(start + done - progress.n))
         sampled = None
         if args.num_samples:
-            sampled = generate(
-                model, tokenizer, batch_prompts, max_new_tokens=args.max_new_tokens, do_sample=True,
+            sampled = generator(
+                batch_prompts, max_new_tokens=args.max_new_tokens, do_sample=True,
                 temperature=args.temperature, top_p=args.top_p, num_return_sequences=args.num_samples,
                 finished_everywhere=finished_everywhere,
             )

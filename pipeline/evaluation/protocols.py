@@ -228,10 +228,13 @@ def adds_special_tokens(tokenizer, prompts: Sequence[str]) -> bool:
 def evaluate_protocol(model, tokenizer, problems: Sequence[tuple[str, dict]], train: Sequence[dict],
                       protocol: Protocol, *, batch_size: int, apply_chat_template: bool = False,
                       fewshot_as_multiturn: bool = False, show_progress: bool = True,
-                      finished_everywhere=None) -> list[dict[str, object]]:
+                      finished_everywhere=None, generator=None) -> list[dict[str, object]]:
     """Greedy completions of ``problems`` ((source, row) pairs) under ``protocol``, cut at its stop sequences
     and scored; one record per problem: ``prompt`` (the exact text given), ``completion``, the readings and
-    ``correct`` (strict-match) / ``correct_flexible`` (flexible-extract)."""
+    ``correct`` (strict-match) / ``correct_flexible`` (flexible-extract). ``generator``: decodes in place of the
+    built-in decoder on ``model`` (e.g. ``pipeline.vllm_generation.VLLMGenerator``; ``model`` unused then)."""
+    from functools import partial
+
     from tqdm.auto import tqdm
 
     from pipeline.generation import generate
@@ -242,14 +245,16 @@ def evaluate_protocol(model, tokenizer, problems: Sequence[tuple[str, dict]], tr
     eos_text = tokenizer.decode(tokenizer.eos_token_id, skip_special_tokens=False)
     until = [*protocol.until, *([eos_text] if eos_text not in protocol.until else [])]
     add_special_tokens = adds_special_tokens(tokenizer, prompts)
-    warn_about_generation_config(model)
+    if generator is None:
+        warn_about_generation_config(model)
+        generator = partial(generate, model, tokenizer)
     records: list[dict[str, object]] = []
     progress = tqdm(total=len(problems), desc=f"evaluation ({protocol.name})", unit="problem",
                     disable=not show_progress)
     for start in range(0, len(problems), batch_size):
         batch = list(zip(problems[start : start + batch_size], prompts[start : start + batch_size]))
         shown = progress.n
-        out = generate(model, tokenizer, [prompt for _, prompt in batch], max_new_tokens=protocol.max_gen_toks,
+        out = generator([prompt for _, prompt in batch], max_new_tokens=protocol.max_gen_toks,
                        do_sample=False, stop_strings=until, add_special_tokens=add_special_tokens,
                        finished_everywhere=finished_everywhere,
                        rows_done=lambda done, begun=shown: progress.update(begun + done - progress.n))

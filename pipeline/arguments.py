@@ -153,11 +153,12 @@ class EvalArguments(ValidatedConfig):
     use_vllm: bool = field_with_help(
         False, "Decode with vLLM instead of the built-in decoder (a full-weights folder: base, embedded or a run's "
         "merged/). Greedy numbers can differ where the two engines' float sums pick a different token.")
-    vllm_max_model_length: int | None = field_with_help(
-        None, "--use_vllm: longest prompt + completion, in tokens (default: the model's context length).")
+    vllm_max_model_length: int = field_with_help(
+        2048, "--use_vllm: the longest prompt + completion, in tokens (lm-eval's 5-shot gsm8k prompts reach about "
+        "1,500 with SmolLM2's tokenizer); a longer one stops the evaluation with a message.")
     vllm_gpu_memory_utilization: float = field_with_help(
-        0.9, "--use_vllm on a GPU: fraction of its memory vLLM may take (on CPU the KV cache is sized for "
-        "--batch_size sequences of --vllm_max_model_length tokens).")
+        0.9, "--use_vllm on a GPU: fraction of its memory vLLM may take (on CPU the KV cache holds --batch_size "
+        "sequences of --vllm_max_model_length tokens; vLLM queues the rest).")
     apply_chat_template: bool = field_with_help(False, "--protocol: wrap the prompt in the chat template, as "
                                                 "lm-eval's --apply_chat_template does.")
     fewshot_as_multiturn: bool | None = field_with_help(
@@ -177,8 +178,9 @@ class EvalArguments(ValidatedConfig):
             self.fewshot_as_multiturn = self.apply_chat_template
         require(not self.use_vllm or 0 < self.vllm_gpu_memory_utilization <= 1, "vllm_gpu_memory_utilization",
                 f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
-        require(self.vllm_max_model_length is None or self.vllm_max_model_length >= 2, "vllm_max_model_length",
-                f"must be >= 2 tokens, got {self.vllm_max_model_length}")
+        new_tokens = 256 if self.protocol else self.max_new_tokens  # lm-eval's GSM8K protocols cap at 256
+        require(not self.use_vllm or self.vllm_max_model_length > new_tokens, "vllm_max_model_length",
+                f"must exceed the {new_tokens} new tokens a completion may take, got {self.vllm_max_model_length}")
         require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
         require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps", "xpu"), "device",
                 f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")

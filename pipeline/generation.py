@@ -13,7 +13,7 @@ class Generated:
     """Completions for a batch of prompts: ``texts[i][j]`` is sample j of prompt i."""
 
     texts: list[list[str]]
-    num_tokens: list[list[int]]  # tokens up to and including the first EOS
+    num_tokens: list[list[int]]  # tokens up to and including the first EOS, or the token that completed a stop string
 
 
 def completion_lengths(completion_ids: torch.Tensor, eos_token_ids: set[int]) -> torch.Tensor:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from pipeline.config import ConfigError
 from pipeline.generation import Generated
 
 KV_CACHE_FLOOR_BYTES = 64 * 2**20
@@ -44,10 +45,11 @@ def kv_cache_bytes(model_dir: str, *, sequences: int, max_model_length: int) -> 
 
 
 def start_llm(model_dir: str, *, max_model_length: int | None, batch_sequences: int, gpu_memory_utilization: float,
-              seed: int, kv_cache_memory_bytes: int | None = None, **engine_options):
+              seed: int, kv_cache_memory_bytes: int | None = None, gpu_dtype: str = "auto", **engine_options):
     """vLLM's ``LLM`` on ``model_dir`` (full weights), in this process: float32 and eager on a CPU, with a KV
     cache sized for ``batch_sequences`` sequences of ``max_model_length`` tokens there (None: the model's own
-    context length) unless ``kv_cache_memory_bytes`` is given; on a GPU, ``gpu_memory_utilization`` decides."""
+    context length) unless ``kv_cache_memory_bytes`` is given; on a GPU, in ``gpu_dtype`` ("auto": the
+    folder's), with ``gpu_memory_utilization`` of its memory."""
     # In-process (no engine subprocess): the model is reachable for load_weights.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     try:
@@ -59,7 +61,7 @@ def start_llm(model_dir: str, *, max_model_length: int | None, batch_sequences: 
     if kv_cache_memory_bytes is None and not on_gpu:
         kv_cache_memory_bytes = kv_cache_bytes(model_dir, sequences=batch_sequences,
                                                max_model_length=max_model_length or context_length(model_dir))
-    return LLM(model=model_dir, dtype="float32" if not on_gpu else "auto", seed=seed, max_model_len=max_model_length,
+    return LLM(model=model_dir, dtype="float32" if not on_gpu else gpu_dtype, seed=seed, max_model_len=max_model_length,
                gpu_memory_utilization=gpu_memory_utilization, enforce_eager=not on_gpu,
                kv_cache_memory_bytes=kv_cache_memory_bytes, **engine_options)
 
@@ -68,17 +70,19 @@ class VLLMGenerator:
     """Evaluation's completions from one vLLM engine: called as ``pipeline.generation.generate`` is, less the
     model and tokenizer (bound here), it returns the same ``Generated``.
 
-    Greedy decoding is vLLM's temperature 0; ``stop_strings`` end a row as vLLM's ``stop`` does, and the text
-    keeps what follows up to the end of the last token, as the built-in decoder's (cut it with
+    Greedy decoding is vLLM's temperature 0. ``stop_strings`` end a row as vLLM's ``stop`` does, matched in text
+    that keeps special tokens (``<|im_end|>`` is a stop even where it is no EOS), as the built-in decoder's
+    ``StopStrings``; the text keeps what follows up to the end of the last token (cut it with
     ``pipeline.evaluation.protocols.cut_at_stop``). Sampled completions are seeded once, by the engine's
     ``seed``: vLLM's per-request seeds do not work on CPU.
     """
 
-    def __init__(self, model_dir: str, tokenizer, *, batch_size: int, max_model_length: int | None = None,
-                 gpu_memory_utilization: float = 0.9, seed: int = 0):
-        self.tokenizer = tokenizer
+    def __init__(self, model_dir: str, tokenizer, *, batch_size: int, max_model_length: int, dtype: str = "auto",
+                 gpu_memory_utilization: float = 0.9, seed: int = 0, **engine_options):
+        self.tokenizer, self.max_model_length = tokenizer, max_model_length
         self.llm = start_llm(model_dir, max_model_length=max_model_length, batch_sequences=batch_size,
-                             gpu_memory_utilization=gpu_memory_utilization, seed=seed)
+                             gpu_memory_utilization=gpu_memory_utilization, seed=seed, gpu_dtype=dtype,
+                             **engine_options)
 
     def __call__(self, prompts: Sequence[str], *, max_new_tokens: int, do_sample: bool, temperature: float = 1.0,
                  top_p: float = 1.0, num_return_sequences: int = 1, finished_everywhere=None, rows_done=None,
@@ -87,11 +91,16 @@ class VLLMGenerator:
 
         if finished_everywhere is not None:
             raise ValueError("vLLM evaluation runs in one process: no finished_everywhere")
+        encoded = [self.tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
+        longest = max(len(ids) for ids in encoded)
+        if longest + max_new_tokens > self.max_model_length:  # vLLM would end such rows early, without a word
+            raise ConfigError(f"option --vllm_max_model_length: a prompt of {longest} tokens and {max_new_tokens} "
+                              f"new ones need {longest + max_new_tokens}, more than {self.max_model_length}; raise it")
         params = SamplingParams(
             n=num_return_sequences, max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,
             top_p=top_p if do_sample else 1.0, stop=[s for s in stop_strings if s] or None,
-            include_stop_str_in_output=True, stop_token_ids=[self.tokenizer.eos_token_id])  # and the model's own EOS
-        encoded = [self.tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
+            skip_special_tokens=False,  # the text stops are matched in; the completions are decoded below
+            stop_token_ids=[i for i in (self.tokenizer.eos_token_id,) if i is not None])  # and the model's EOS ids
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=False)
         if rows_done is not None:
             rows_done(len(prompts))

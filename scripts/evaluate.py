@@ -33,8 +33,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, eval_args: EvalAr
     splits = data_args.load_splits(need_train=False)
     check_gold_answers(splits.eval[: eval_args.limit])
     template = get_template(data_args.prompt_template)
-    tokenizer = load_tokenizer(model_args)
-    model, generator = load_decoder(model_args, eval_args, tokenizer)
+    model, tokenizer, generator = load_decoder(model_args, eval_args)
     records, summary = evaluate_gsm8k(
         model, tokenizer, splits.eval, template, eval_args, system_prompt=data_args.system_prompt,
         model_name=model_args.model_name_or_path, split_name=splits.eval_label, generator=generator,
@@ -49,11 +48,7 @@ def evaluate_as_lm_eval(model_args: ModelArguments, data_args: DataArguments, ev
     protocol = PROTOCOLS[eval_args.protocol]
     problems, train = load_protocol_rows(data_args.eval_dataset_name or data_args.dataset_name, data_args.dataset_config,
                                          data_args.eval_split, data_args.train_split, eval_args.limit, protocol)
-    tokenizer = load_tokenizer(model_args)
-    if eval_args.apply_chat_template and not tokenizer.chat_template:
-        raise ConfigError(f"option --apply_chat_template: {model_args.model_name_or_path}'s tokenizer has no chat "
-                          "template; leave it false")
-    model, generator = load_decoder(model_args, eval_args, tokenizer)
+    model, tokenizer, generator = load_decoder(model_args, eval_args)
     started = time.perf_counter()
     records = evaluate_protocol(model, tokenizer, problems, train, protocol, batch_size=eval_args.batch_size,
                                 apply_chat_template=eval_args.apply_chat_template,
@@ -66,10 +61,31 @@ def evaluate_as_lm_eval(model_args: ModelArguments, data_args: DataArguments, ev
     return summary
 
 
-def load_decoder(model_args: ModelArguments, eval_args: EvalArguments, tokenizer):
-    """(the model in eval mode, None) for the built-in decoder; (None, a vLLM generator) with --use_vllm."""
-    if not eval_args.use_vllm:
-        return load_model(model_args, device=resolve_device(eval_args.device)).eval(), None  # in model_args.dtype
+def load_decoder(model_args: ModelArguments, eval_args: EvalArguments):
+    """(the model in eval mode, its tokenizer, None) for the built-in decoder; (None, the tokenizer, a vLLM
+    generator) with --use_vllm. What cannot work is one line before any weights load."""
+    path = vllm_model_path(model_args) if eval_args.use_vllm else None
+    tokenizer = load_tokenizer(model_args)
+    if eval_args.apply_chat_template and not tokenizer.chat_template:
+        raise ConfigError(f"option --apply_chat_template: {model_args.model_name_or_path}'s tokenizer has no chat "
+                          "template; leave it false")
+    if path is None:
+        return load_model(model_args, device=resolve_device(eval_args.device)).eval(), tokenizer, None
+    from pipeline.vllm_generation import VLLMGenerator
+
+    hub = {"revision": model_args.model_revision} if model_args.model_revision != "main" else {}
+    return None, tokenizer, VLLMGenerator(
+        path, tokenizer, batch_size=eval_args.batch_size, seed=eval_args.seed, dtype=model_args.dtype,
+        max_model_length=eval_args.vllm_max_model_length, gpu_memory_utilization=eval_args.vllm_gpu_memory_utilization,
+        trust_remote_code=model_args.trust_remote_code, **hub)
+
+
+def vllm_model_path(model_args: ModelArguments) -> str:
+    """The full-weights folder (or hub id) vLLM evaluates; a ConfigError for what it cannot load."""
+    for option in ("load_in_4bit", "gguf_file"):
+        if getattr(model_args, option):
+            raise ConfigError(f"option --{option}: not with --use_vllm (vLLM loads the folder's own weights); "
+                              "leave one of them out")
     path = resolve_model_path(model_args)
     if is_adapter_folder(path):
         raise ConfigError(f"option --use_vllm: {path} is a LoRA adapter folder; vLLM evaluates full weights: give "
@@ -77,12 +93,7 @@ def load_decoder(model_args: ModelArguments, eval_args: EvalArguments, tokenizer
     if importlib.util.find_spec("vllm") is None:
         raise ConfigError("option --use_vllm: vLLM is not installed here; run with .venv-vllm/bin/python "
                           "(`make vllm-venv`, CPU) or `pip install -e .[vllm]` (GPU)")
-    from pipeline.vllm_generation import VLLMGenerator
-
-    return None, VLLMGenerator(path, tokenizer, batch_size=eval_args.batch_size, seed=eval_args.seed,
-                               max_model_length=eval_args.vllm_max_model_length,
-                               gpu_memory_utilization=eval_args.vllm_gpu_memory_utilization)
-
+    return path
 
 if __name__ == "__main__":
     setup_logging()

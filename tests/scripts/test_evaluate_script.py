@@ -101,3 +101,20 @@ def test_use_vllm_without_vllm_says_which_venv_has_it(tiny_model_dir, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: option --use_vllm: vLLM is not installed here; run with .venv-vllm/bin/python"), last
     assert "Traceback" not in result.stderr and "Loading weights" not in result.stderr
+
+
+def test_use_vllm_refuses_what_vllm_would_not_load_or_would_cut_short(tiny_model_dir, tmp_path):
+    """A GGUF file inside the folder (vLLM loads the folder's own weights), and a model length that cannot hold
+    a protocol's 256 new tokens (vLLM would end such rows early without a word): one line each, before loading."""
+    from pipeline.arguments import EvalArguments
+    from pipeline.config import ConfigError
+
+    result = run_evaluate("--model_name_or_path", str(tiny_model_dir), "--gguf_file", "model.gguf", "--use_vllm",
+                          "true", "--limit", "2", "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == ("error: option --gguf_file: not with --use_vllm (vLLM loads the "
+                                                      "folder's own weights); leave one of them out")
+    with pytest.raises(ConfigError, match="option --vllm_max_model_length: must exceed the 256 new tokens"):
+        EvalArguments(protocol="gsm8k", use_vllm=True, vllm_max_model_length=256)
+    EvalArguments(use_vllm=True, vllm_max_model_length=256, max_new_tokens=200)  # the project's template: 200 fit
+    EvalArguments(max_new_tokens=4096)  # the built-in decoder has no such length

@@ -71,6 +71,7 @@ def test_own_template_with_samples_through_the_script(model_dir, built_in, tmp_p
                      "correct_flexible")
     assert [{k: r[k] for k in greedy_fields} for r in records] == [{k: r[k] for k in greedy_fields} for r in reference]
     assert summary["num_problems"] == 4
+    assert any(r["num_tokens"] < 96 for r in records)  # a row that its EOS ended (no stop strings here) counts it
     samples = [s for r in records for s in r["samples"]]
     assert [len(r["samples"]) for r in records] == [3, 3, 3, 3]
     assert all(1 <= s["num_tokens"] <= 96 for s in samples)

@@ -50,6 +50,8 @@ def test_gsm8k_protocol_decoded_by_vllm_equals_the_built_in_decoder(built_in, vl
                                show_progress=False, generator=vllm_generator)
     assert [{k: r[k] for k in COMPARED} for r in theirs] == [{k: r[k] for k in COMPARED} for r in ours]
     assert sum(r["completion"] != r["generated"] for r in theirs) >= 4  # rows did end at a stop sequence
+    # shared few-shot prefixes (gsm8k_cot's exemplars) are encoded once: vLLM's prefix cache, on in its CPU build
+    assert vllm_generator.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching
 
 
 def test_own_template_with_samples_through_the_script(model_dir, built_in, tmp_path):

@@ -66,6 +66,25 @@ def start_llm(model_dir: str, *, max_model_length: int | None, batch_sequences: 
                kv_cache_memory_bytes=kv_cache_memory_bytes, **engine_options)
 
 
+def check_fits(tokenizer, prompts: Sequence[str], max_new_tokens: int, max_model_length: int, *,
+               add_special_tokens: bool = False) -> None:
+    """A ConfigError naming ``--vllm_max_model_length`` unless the longest prompt and ``max_new_tokens`` fit in
+    it: vLLM would end such a row early, without a word. Run before the engine starts, and at each batch.
+
+    >>> from transformers import PreTrainedTokenizerFast
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers
+    >>> tok = Tokenizer(models.WordLevel({"a": 0, "b": 1}, "a")); tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    >>> check_fits(PreTrainedTokenizerFast(tokenizer_object=tok), ["a b a", "b"], 5, 8)
+    >>> check_fits(PreTrainedTokenizerFast(tokenizer_object=tok), ["a b a", "b"], 6, 8)
+    Traceback (most recent call last):
+    pipeline.config.ConfigError: option --vllm_max_model_length: a prompt of 3 tokens and 6 new ones need 9, more than 8; raise it
+    """
+    longest = max((len(tokenizer(p, add_special_tokens=add_special_tokens).input_ids) for p in prompts), default=0)
+    if longest + max_new_tokens > max_model_length:
+        raise ConfigError(f"option --vllm_max_model_length: a prompt of {longest} tokens and {max_new_tokens} new "
+                          f"ones need {longest + max_new_tokens}, more than {max_model_length}; raise it")
+
+
 class VLLMGenerator:
     """Evaluation's completions from one vLLM engine: called as ``pipeline.generation.generate`` is, less the
     model and tokenizer (bound here), it returns the same ``Generated``.
@@ -87,15 +106,12 @@ class VLLMGenerator:
     def __call__(self, prompts: Sequence[str], *, max_new_tokens: int, do_sample: bool, temperature: float = 1.0,
                  top_p: float = 1.0, num_return_sequences: int = 1, finished_everywhere=None, rows_done=None,
                  stop_strings: Sequence[str] = (), add_special_tokens: bool = False) -> Generated:
-        from vllm import SamplingParams
-
         if finished_everywhere is not None:
             raise ValueError("vLLM evaluation runs in one process: no finished_everywhere")
+        check_fits(self.tokenizer, prompts, max_new_tokens, self.max_model_length, add_special_tokens=add_special_tokens)
+        from vllm import SamplingParams
+
         encoded = [self.tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
-        longest = max(len(ids) for ids in encoded)
-        if longest + max_new_tokens > self.max_model_length:  # vLLM would end such rows early, without a word
-            raise ConfigError(f"option --vllm_max_model_length: a prompt of {longest} tokens and {max_new_tokens} "
-                              f"new ones need {longest + max_new_tokens}, more than {self.max_model_length}; raise it")
         params = SamplingParams(
             n=num_return_sequences, max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,
             top_p=top_p if do_sample else 1.0, stop=[s for s in stop_strings if s] or None,

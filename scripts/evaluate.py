@@ -12,12 +12,17 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
 
 from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
 from pipeline.config import ConfigError, run_script
-from pipeline.data import get_template
+from pipeline.data import get_template, render_prompt
 from pipeline.evaluation.evaluate import check_gold_answers, evaluate_gsm8k, format_table, write_results
-from pipeline.evaluation.protocols import PROTOCOLS, evaluate_protocol, load_protocol_rows, protocol_summary
+from pipeline.evaluation.protocols import (PROTOCOLS, adds_special_tokens, evaluate_protocol, load_protocol_rows,
+                                           protocol_prompts, protocol_summary)
 from pipeline.models import is_adapter_folder, load_model, load_tokenizer, resolve_model_path
 from pipeline.runtime import resolve_device, seed_everything, setup_logging
 
@@ -33,7 +38,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, eval_args: EvalAr
     splits = data_args.load_splits(need_train=False)
     check_gold_answers(splits.eval[: eval_args.limit])
     template = get_template(data_args.prompt_template)
-    model, tokenizer, generator = load_decoder(model_args, eval_args)
+    model, tokenizer, generator = load_decoder(model_args, eval_args, lambda tokenizer: [
+        render_prompt(tokenizer, ex.prompt_messages(template, data_args.system_prompt))
+        for ex in splits.eval[: eval_args.limit]])
     records, summary = evaluate_gsm8k(
         model, tokenizer, splits.eval, template, eval_args, system_prompt=data_args.system_prompt,
         model_name=model_args.model_name_or_path, split_name=splits.eval_label, generator=generator,
@@ -48,7 +55,9 @@ def evaluate_as_lm_eval(model_args: ModelArguments, data_args: DataArguments, ev
     protocol = PROTOCOLS[eval_args.protocol]
     problems, train = load_protocol_rows(data_args.eval_dataset_name or data_args.dataset_name, data_args.dataset_config,
                                          data_args.eval_split, data_args.train_split, eval_args.limit, protocol)
-    model, tokenizer, generator = load_decoder(model_args, eval_args)
+    model, tokenizer, generator = load_decoder(model_args, eval_args, lambda tokenizer: protocol_prompts(
+        protocol, [row for _, row in problems], train, tokenizer, apply_chat_template=eval_args.apply_chat_template,
+        fewshot_as_multiturn=eval_args.fewshot_as_multiturn))
     started = time.perf_counter()
     records = evaluate_protocol(model, tokenizer, problems, train, protocol, batch_size=eval_args.batch_size,
                                 apply_chat_template=eval_args.apply_chat_template,
@@ -61,18 +70,23 @@ def evaluate_as_lm_eval(model_args: ModelArguments, data_args: DataArguments, ev
     return summary
 
 
-def load_decoder(model_args: ModelArguments, eval_args: EvalArguments):
+def load_decoder(model_args: ModelArguments, eval_args: EvalArguments, prompts_for: Callable[[Any], list[str]]):
     """(the model in eval mode, its tokenizer, None) for the built-in decoder; (None, the tokenizer, a vLLM
-    generator) with --use_vllm. What cannot work is one line before any weights load."""
-    path = vllm_model_path(model_args) if eval_args.use_vllm else None
+    generator) with --use_vllm. What cannot work is one line before any weights load; ``prompts_for(tokenizer)``:
+    the prompts to evaluate, whose longest must fit vLLM's model length with the new tokens."""
+    path = vllm_model_path(model_args, eval_args) if eval_args.use_vllm else None
     tokenizer = load_tokenizer(model_args)
     if eval_args.apply_chat_template and not tokenizer.chat_template:
         raise ConfigError(f"option --apply_chat_template: {model_args.model_name_or_path}'s tokenizer has no chat "
                           "template; leave it false")
     if path is None:
         return load_model(model_args, device=resolve_device(eval_args.device)).eval(), tokenizer, None
-    from pipeline.vllm_generation import VLLMGenerator
+    from pipeline.vllm_generation import VLLMGenerator, check_fits
 
+    new_tokens = PROTOCOLS[eval_args.protocol].max_gen_toks if eval_args.protocol else eval_args.max_new_tokens
+    prompts = prompts_for(tokenizer)
+    check_fits(tokenizer, prompts, new_tokens, eval_args.vllm_max_model_length,
+               add_special_tokens=bool(eval_args.protocol) and adds_special_tokens(tokenizer, prompts))
     hub = {"revision": model_args.model_revision} if model_args.model_revision != "main" else {}
     return None, tokenizer, VLLMGenerator(
         path, tokenizer, batch_size=eval_args.batch_size, seed=eval_args.seed, dtype=model_args.dtype,
@@ -80,12 +94,16 @@ def load_decoder(model_args: ModelArguments, eval_args: EvalArguments):
         trust_remote_code=model_args.trust_remote_code, **hub)
 
 
-def vllm_model_path(model_args: ModelArguments) -> str:
-    """The full-weights folder (or hub id) vLLM evaluates; a ConfigError for what it cannot load."""
+def vllm_model_path(model_args: ModelArguments, eval_args: EvalArguments) -> str:
+    """The full-weights folder (or hub id) vLLM evaluates; a ConfigError for what it cannot load or honour."""
     for option in ("load_in_4bit", "gguf_file"):
         if getattr(model_args, option):
             raise ConfigError(f"option --{option}: not with --use_vllm (vLLM loads the folder's own weights); "
                               "leave one of them out")
+    where = "cuda" if torch.cuda.is_available() else "cpu"
+    if eval_args.device not in ("auto", where):
+        raise ConfigError(f"option --device: vLLM runs on {where} here (its first GPU, or the CPU); leave --device "
+                          "auto with --use_vllm (CUDA_VISIBLE_DEVICES picks another GPU)")
     path = resolve_model_path(model_args)
     if is_adapter_folder(path):
         raise ConfigError(f"option --use_vllm: {path} is a LoRA adapter folder; vLLM evaluates full weights: give "
@@ -93,7 +111,13 @@ def vllm_model_path(model_args: ModelArguments) -> str:
     if importlib.util.find_spec("vllm") is None:
         raise ConfigError("option --use_vllm: vLLM is not installed here; run with .venv-vllm/bin/python "
                           "(`make vllm-venv`, CPU) or `pip install -e .[vllm]` (GPU)")
+    from pipeline.vllm_generation import context_length
+
+    if eval_args.vllm_max_model_length > context_length(path):
+        raise ConfigError(f"option --vllm_max_model_length: {eval_args.vllm_max_model_length} is more than "
+                          f"{path}'s context length ({context_length(path)}); lower it")
     return path
+
 
 if __name__ == "__main__":
     setup_logging()

@@ -114,6 +114,11 @@ def test_use_vllm_refuses_what_vllm_would_not_load_or_would_cut_short(tiny_model
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == ("error: option --gguf_file: not with --use_vllm (vLLM loads the "
                                                       "folder's own weights); leave one of them out")
+    assert "Traceback" not in result.stderr and "Loading weights" not in result.stderr
+    result = run_evaluate("--model_name_or_path", str(tiny_model_dir), "--device", "cuda:1", "--use_vllm", "true",
+                          "--limit", "2", "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+        "error: option --device: vLLM runs on cpu here"), result.stderr[-2000:]
     with pytest.raises(ConfigError, match="option --vllm_max_model_length: must exceed the 256 new tokens"):
         EvalArguments(protocol="gsm8k", use_vllm=True, vllm_max_model_length=256)
     EvalArguments(use_vllm=True, vllm_max_model_length=256, max_new_tokens=200)  # the project's template: 200 fit

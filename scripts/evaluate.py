@@ -85,8 +85,9 @@ def load_decoder(model_args: ModelArguments, eval_args: EvalArguments, prompts_f
 
     new_tokens = PROTOCOLS[eval_args.protocol].max_gen_toks if eval_args.protocol else eval_args.max_new_tokens
     prompts = prompts_for(tokenizer)
-    check_fits(tokenizer, prompts, new_tokens, eval_args.vllm_max_model_length,
-               add_special_tokens=bool(eval_args.protocol) and adds_special_tokens(tokenizer, prompts))
+    special = bool(eval_args.protocol) and adds_special_tokens(tokenizer, prompts)
+    check_fits([len(tokenizer(p, add_special_tokens=special).input_ids) for p in prompts], new_tokens,
+               eval_args.vllm_max_model_length)
     hub = {"revision": model_args.model_revision} if model_args.model_revision != "main" else {}
     return None, tokenizer, VLLMGenerator(
         path, tokenizer, batch_size=eval_args.batch_size, seed=eval_args.seed, dtype=model_args.dtype,
@@ -113,9 +114,10 @@ def vllm_model_path(model_args: ModelArguments, eval_args: EvalArguments) -> str
                           "(`make vllm-venv`, CPU) or `pip install -e .[vllm]` (GPU)")
     from pipeline.vllm_generation import context_length
 
-    if eval_args.vllm_max_model_length > context_length(path):
+    context = context_length(path)
+    if eval_args.vllm_max_model_length > context:
         raise ConfigError(f"option --vllm_max_model_length: {eval_args.vllm_max_model_length} is more than "
-                          f"{path}'s context length ({context_length(path)}); lower it")
+                          f"{path}'s context length ({context}); lower it")
     return path
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import yaml
 
 from pipeline.config import ConfigError, ValidatedConfig, field_with_help, require
-from pipeline.data.templates import TEMPLATES
+from pipeline.data.templates import TEMPLATES, default_template
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -95,9 +95,10 @@ class DataArguments(ValidatedConfig):
     max_train_samples: int | None = field_with_help(None, "Use only the first N problems of this stage's part.")
     # --- prompt ---
     prompt_template: str = field_with_help(
-        "reasoning", "Prompt template shared by SFT, GRPO and evaluation.", choices=tuple(TEMPLATES)
-    )
-    system_prompt: str | None = field_with_help(None, "Replace the template's system prompt.")
+        "auto", "Prompt template shared by SFT, GRPO and evaluation (auto: reasoning for GSM8K and reasoning-gym, "
+        "plain for any other dataset).", choices=("auto", *TEMPLATES))
+    system_prompt: str | None = field_with_help(
+        None, "Replace the template's system prompt (\"\": no system turn).")
 
     def load_splits(self, need_train: bool = True):
         """The training and evaluation problems (a ``pipeline.data.DataSplits``); see ``load_splits``."""
@@ -107,6 +108,8 @@ class DataArguments(ValidatedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.prompt_template == "auto":
+            self.prompt_template = default_template(self.dataset_name)
         if isinstance(self.dataset_options, str):
             try:
                 self.dataset_options = yaml.safe_load(self.dataset_options)
@@ -128,13 +131,19 @@ class DataArguments(ValidatedConfig):
 
 
 LM_EVAL_PROTOCOLS = ("gsm8k", "gsm8k_cot", "gsm8k_cot_zeroshot")  # pipeline.evaluation.protocols defines them
+ANSWER_MATCHES = ("auto", "numeric", "text", "math_verify")  # pipeline.evaluation.judges defines them
 
 
 @dataclass
 class EvalArguments(ValidatedConfig):
     # --- what to evaluate ---
-    limit: int | None = field_with_help(None, "Evaluate only the first N problems (default: all 1319).")
+    limit: int | None = field_with_help(None, "Evaluate only the first N problems (default: all).")
     output_dir: str = field_with_help("runs/eval", "Folder for predictions.jsonl and summary.json.")
+    answer_match: str = field_with_help(
+        "auto", "How answers are judged: numeric (exact numbers, GSM8K's reading), text (normalised exact match: "
+        "case, spacing and punctuation at the ends ignored), math_verify (HF math-verify's equivalence); auto: a "
+        "reasoning-gym task's verifier for its rows, numeric when every gold answer is a number, text otherwise. "
+        "--protocol keeps lm-eval's own reading.", choices=ANSWER_MATCHES)
     # --- generation ---
     batch_size: int = field_with_help(16, "Prompts per generation batch.")
     max_new_tokens: int = field_with_help(256, "Generation cap per completion, in tokens.")
@@ -170,6 +179,8 @@ class EvalArguments(ValidatedConfig):
                 f"must be one of {', '.join(LM_EVAL_PROTOCOLS)}, got {self.protocol!r}")
         require(self.protocol is None or self.num_samples == 0, "num_samples",
                 "lm-eval's GSM8K protocols decode greedily; leave --num_samples at 0 with --protocol")
+        require(self.protocol is None or self.answer_match == "auto", "answer_match",
+                "lm-eval's GSM8K protocols read answers as lm-eval does; leave --answer_match auto with --protocol")
         require(not self.fewshot_as_multiturn or self.apply_chat_template, "fewshot_as_multiturn",
                 "needs --apply_chat_template true (as in lm-eval)")
         require(not self.apply_chat_template or self.protocol is not None, "apply_chat_template",

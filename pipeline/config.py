@@ -114,7 +114,8 @@ def build_parser(dataclass_types: Sequence[type], description: str | None = None
                 return
             HfArgumentParser._parse_dataclass_field(parser, field)
 
-    parser = SharedOptionParser(list(dataclass_types), description=description)
+    # allow_abbrev=False: a prefix (--lim for --limit) is an unknown option, not a silent guess
+    parser = SharedOptionParser(list(dataclass_types), description=description, allow_abbrev=False)
     parser.add_argument(
         "--config", default=None, help="YAML file of option: value pairs; command-line options override it."
     )
@@ -167,7 +168,9 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
                 action.required = False
     namespace, unknown = parser.parse_known_args(args)
     if unknown:
-        raise ConfigError(f"unknown command-line argument(s): {' '.join(unknown)}; see --help")
+        close = _closest_option(parser, unknown)
+        hint = f"; did you mean '--{close}'?" if close else "; see --help"
+        raise ConfigError(f"unknown command-line argument(s): {' '.join(unknown)}{hint}")
     outputs = []
     for dtype in dataclass_types:
         names = {f.name for f in dataclasses.fields(dtype) if f.init}
@@ -178,6 +181,18 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
         except (TypeError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
     return tuple(outputs)
+
+
+def _closest_option(parser, unknown: list[str]) -> str | None:
+    """The known option (aliases included) closest to the first unknown ``--name`` that has one, without dashes."""
+    def name(option: str) -> str:  # --max-steps and --max_steps are one name
+        return option.split("=", 1)[0].lstrip("-").replace("-", "_")
+
+    known = sorted({name(o) for action in parser._actions for o in action.option_strings
+                    if o.startswith("--") and o != "--help"})
+    # 0.7, above difflib's 0.6: a name sharing only a suffix (_option) is no suggestion
+    matches = (difflib.get_close_matches(name(a), known, n=1, cutoff=0.7) for a in unknown if a.startswith("--"))
+    return next((m[0] for m in matches if m), None)
 
 
 def _field_aliases(dataclass_types: Sequence[type]) -> dict[str, str]:
@@ -230,3 +245,27 @@ def field_with_help(default: Any, help: str, *, choices: Sequence[Any] | None = 
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def configs_from_options(dataclass_types: Sequence[type], options: dict[str, Any], where: str = "option"):
+    """One instance per dataclass from keyword options (the Python entry's), with the command line's checks: an
+    unknown name gets the closest valid one, another library's name gets its meaning here, values are validated.
+    A name that several dataclasses have (output_dir, seed) sets all of them."""
+    _refuse_foreign_options(dataclass_types, list(options), None)
+    aliases = _field_aliases(dataclass_types)
+    options = {aliases.get(key, key): value for key, value in options.items()}
+    known = {f.name for dtype in dataclass_types for f in dataclasses.fields(dtype) if f.init}
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known | set(aliases)), n=1)
+            raise ConfigError(f"{where} {key!r} is unknown{f'; did you mean {close[0]!r}?' if close else ''}")
+    outputs = []
+    for dtype in dataclass_types:
+        names = {f.name for f in dataclasses.fields(dtype) if f.init}
+        try:
+            outputs.append(dtype(**{k: v for k, v in options.items() if k in names}))
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+    return tuple(outputs)

@@ -98,9 +98,14 @@ def resolve_model_path(model_args: ModelArguments) -> str:
     local = Path(name).expanduser()
     if local.exists():
         return str(local)
-    if local.name in ("merged", "adapter"):  # what scripts/train_sft.py writes: the GRPO configs start there
-        raise ModelLoadError(f"model path {name!r} does not exist: it is an SFT run's output; run the SFT stage "
-                             "first (scripts/train_sft.py with its config), or set model_name_or_path to a model")
+    if local.name in ("merged", "adapter"):  # what train_sft.py and train_grpo.py write: the next stage starts there
+        run = local.parent
+        if (run / "final" / local.name).is_dir():  # the layout GRPO runs had before they matched SFT's
+            raise ModelLoadError(f"model path {name!r} does not exist: this run keeps its model in "
+                                 f"{run / 'final' / local.name}; give that path")
+        raise ModelLoadError(f"model path {name!r} does not exist: an SFT or GRPO run writes {run / local.name} "
+                             f"when it finishes with --output_dir {run}; run that stage first, or set "
+                             "model_name_or_path to a model")
     if name.startswith((".", "/", "~")) or name.count("/") > 1:  # hub ids are "org/name"
         raise ModelLoadError(f"model path {name!r} does not exist; give an existing folder or a hub id like org/name")
     return name

@@ -31,13 +31,24 @@ LABELS = {"baseline_return": "hand-crafted rule (greedy)", "greedy_return": "pol
 MIN_POINTS_TO_SMOOTH = 10  # a moving average of a few sparse points (periodic evals) only lags
 
 
-def pyplot():
-    import matplotlib
+class _FigureFiles:
+    """pyplot's ``subplots`` and ``close`` for figures written to files, built on ``matplotlib.figure.Figure``:
+    no pyplot, so a notebook or script that plots its own figures keeps its backend and figure list."""
 
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+    @staticmethod
+    def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
 
-    return plt
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols, **kwargs)
+
+    @staticmethod
+    def close(fig) -> None:
+        """Nothing to release: the figure is not registered with pyplot."""
+
+
+def pyplot() -> type[_FigureFiles]:
+    return _FigureFiles
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

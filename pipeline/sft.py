@@ -17,10 +17,11 @@ from typing import Any
 
 from trl import SFTConfig
 
-from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
+from pipeline.arguments import ANSWER_MATCHES, DataArguments, EvalArguments, ModelArguments
 from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.data import Example, PromptTemplate, get_template
-from pipeline.data.sources import stage_examples
+from pipeline.data.sources import DataSplits, stage_examples
+from pipeline.data.templates import fit_chat_template
 from pipeline.evaluation.evaluate import check_gold_answers, evaluate_gsm8k, format_table, write_results
 from pipeline.models import add_lora, load_model, load_tokenizer
 from pipeline.runtime import GracefulInterrupt, resolve_device, warn_if_cpu_bf16_is_slow
@@ -39,6 +40,10 @@ class SFTScriptArguments(ValidatedConfig):
     eval_limit: int = field_with_help(0, "Evaluate on the first N test problems before and after SFT (0: skip).")
     eval_batch_size: int = field_with_help(16, "Prompts per generation batch in the before/after evaluation.")
     eval_max_new_tokens: int = field_with_help(256, "Generation cap in the before/after evaluation.")
+    eval_answer_match: str = field_with_help(
+        "auto", "How the before/after evaluation judges answers (scripts/evaluate.py's --answer_match): numeric, "
+        "text (normalised exact match), math_verify, or auto (reasoning-gym's verifier, numeric when every gold "
+        "answer is a number, text otherwise).", choices=ANSWER_MATCHES)
     # --- outputs ---
     merge_adapter: bool = field_with_help(True, "Also write a merged full-precision model folder (GRPO starts from it).")
 
@@ -70,18 +75,21 @@ class SFTTrainingArguments(SFTConfig):
         super().__post_init__()
 
 
-def sft_record(example: Example, template: PromptTemplate, system_prompt: str | None = None) -> dict[str, Any]:
-    """One conversational prompt/completion row: SFTTrainer puts the loss on the completion only."""
+def sft_record(example: Example, template: PromptTemplate, system_prompt: str | None = None,
+               tokenizer=None) -> dict[str, Any]:
+    """One conversational prompt/completion row: SFTTrainer puts the loss on the completion only. With the
+    ``tokenizer``, a system turn its chat template cannot render is folded into the first user turn."""
     return {
-        "prompt": example.prompt_messages(template, system_prompt),
+        "prompt": fit_chat_template(tokenizer, example.prompt_messages(template, system_prompt)),
         "completion": [{"role": "assistant", "content": example.target(template)}],
     }
 
 
-def build_sft_dataset(examples: list[Example], template: PromptTemplate, system_prompt: str | None = None):
+def build_sft_dataset(examples: list[Example], template: PromptTemplate, system_prompt: str | None = None,
+                      tokenizer=None):
     from datasets import Dataset
 
-    return Dataset.from_list([sft_record(e, template, system_prompt) for e in examples])
+    return Dataset.from_list([sft_record(e, template, system_prompt, tokenizer) for e in examples])
 
 
 class _TokensPerSecond:
@@ -172,7 +180,8 @@ def evaluate_on_test(model_args: ModelArguments, data_args: DataArguments, scrip
         splits = data_args.load_splits()
         examples, label = splits.eval, splits.eval_label
     eval_args = EvalArguments(limit=script_args.eval_limit, batch_size=script_args.eval_batch_size,
-                              max_new_tokens=script_args.eval_max_new_tokens, seed=seed, output_dir=str(output_dir))
+                              max_new_tokens=script_args.eval_max_new_tokens, seed=seed, output_dir=str(output_dir),
+                              answer_match=script_args.eval_answer_match)
     model, tokenizer = load_model(model_args, device=resolve_device(device)), load_tokenizer(model_args)
     records, summary = evaluate_gsm8k(model, tokenizer, examples, get_template(data_args.prompt_template),
                                       eval_args, system_prompt=data_args.system_prompt,
@@ -194,26 +203,30 @@ def finished_evaluation(folder: Path, script_args: SFTScriptArguments, training_
         return None
     summary = json.loads(path.read_text())
     settings = summary.get("settings", {})
-    same = (settings.get("limit"), settings.get("max_new_tokens"), settings.get("seed")) == (
-        script_args.eval_limit, script_args.eval_max_new_tokens, training_args.seed)
+    same = (settings.get("limit"), settings.get("max_new_tokens"), settings.get("seed"),
+            settings.get("answer_match", "auto")) == (script_args.eval_limit, script_args.eval_max_new_tokens,
+                                                      training_args.seed, script_args.eval_answer_match)
     if same:
         logger.info("resumed run: reusing the base model's evaluation in %s", path)
     return summary if same else None
 
 
-def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArguments, data_args: DataArguments) -> dict[str, Any]:
-    """Train, save the adapter, merge it, and (optionally) evaluate before and after. Returns the summary."""
+def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArguments, data_args: DataArguments,
+            splits: DataSplits | None = None) -> dict[str, Any]:
+    """Train, save the adapter, merge it, and (optionally) evaluate before and after. Returns the summary.
+    ``splits``: rows already read (the Python entry's), in place of ``data_args``' dataset."""
     from transformers import set_seed
 
     set_seed(training_args.seed)  # before add_lora: the adapter's random init must be reproducible too
     out = Path(training_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     template = get_template(data_args.prompt_template)
-    examples, eval_examples, split_record = stage_examples(data_args, "sft")
+    examples, eval_examples, split_record = stage_examples(data_args, "sft", splits)
     for example in examples:
         example.target(get_template(data_args.prompt_template))  # a row with nothing to learn: one line, now
     if script_args.eval_limit:
-        check_gold_answers(eval_examples[: script_args.eval_limit])
+        check_gold_answers(eval_examples[: script_args.eval_limit], script_args.eval_answer_match,
+                           "--eval_answer_match")
     (out / SPLIT_FILE).write_text(json.dumps(split_record, indent=2))
     summary: dict[str, Any] = {"train_examples": len(examples), "base_model": model_args.model_name_or_path}
     device = "cpu" if training_args.use_cpu else "auto"  # the evaluations run where training does
@@ -232,7 +245,7 @@ def run_sft(script_args: SFTScriptArguments, training_args, model_args: ModelArg
     if model_args.use_peft:
         model = add_lora(model, model_args)
     interrupt = GracefulInterrupt()
-    trainer = make_trainer(model, tokenizer, build_sft_dataset(examples, template, data_args.system_prompt),
+    trainer = make_trainer(model, tokenizer, build_sft_dataset(examples, template, data_args.system_prompt, tokenizer),
                            training_args, interrupt)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     with interrupt:

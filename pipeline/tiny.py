@@ -35,6 +35,16 @@ def build_tiny_tokenizer(corpus: list[str], vocab_size: int = 512):
     )
 
 
+def save_with_tokenizer(model, tokenizer, path: str | Path) -> Path:
+    """Save ``model`` (generating up to the tokenizer's EOS, padded with its PAD) and ``tokenizer`` to ``path``."""
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    path = Path(path)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def build_tiny_llama(
     path: str | Path,
     corpus: list[str],
@@ -64,12 +74,7 @@ def build_tiny_llama(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    path = Path(path)
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_with_tokenizer(model, tokenizer, path)
 
 
 CHAR_TEMPLATE = "{{ messages[-1]['content'] }}"  # the prompt is the user's text alone
@@ -105,3 +110,34 @@ def build_char_llama(alphabet: str, *, hidden_size: int = 128, num_layers: int =
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def build_forced_llama(path: str | Path, alphabet: str, next_char: dict[str, str]) -> Path:
+    """Save a one-layer character Llama that always writes the same continuation: after character ``c`` it
+    puts all but 1e-100 of its probability on ``next_char[c]`` ("" for EOS; EOS for a character not in the map),
+    at any temperature near 1. Its layers add nothing to the residual stream, so the next token depends on the
+    current one alone. For tests that need two generators (ours, TRL's) to produce the same tokens."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_char_tokenizer(alphabet)
+    vocab = len(tokenizer)
+    hidden = -(-vocab // 8) * 8  # one dimension per token, rounded up to 4 heads of an even size
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=8, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=256, tie_word_embeddings=False, bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    ids = tokenizer.convert_tokens_to_ids
+    with torch.no_grad():
+        for layer in model.model.layers:  # no attention or MLP output: each position's state is its own token's
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.zero_()
+        model.lm_head.weight.zero_()
+        for token in range(vocab):
+            model.model.embed_tokens.weight[token, token] = 1.0  # after RMSNorm: sqrt(hidden) on its own axis
+            following = next_char.get(tokenizer.convert_ids_to_tokens(token), "")
+            model.lm_head.weight[ids(following) if following else tokenizer.eos_token_id, token] = 50.0
+    return save_with_tokenizer(model, tokenizer, path)

@@ -161,7 +161,7 @@ def train_toy(start: ToyStartPoint, args) -> tuple[dict, Path]:
 
     with torch_threads(TOY_THREADS):
         summary = train(args, ModelArguments(model_name_or_path=str(start.model_dir)), DataArguments(), start.train)
-    return summary, Path(args.output_dir) / "final" / "merged"
+    return summary, Path(args.output_dir) / "merged"
 
 
 def last_steps_means(history: list[dict], steps: int = 10) -> dict[str, float]:

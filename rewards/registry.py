@@ -1,16 +1,27 @@
-"""Name → reward function registry, with ``module:function`` paths and entry-point plug-ins.
+"""Name → reward function registry, with ``module:function`` and ``file.py:function`` paths and
+entry-point plug-ins.
 
 A reward function has TRL's signature ``fn(prompts, completions, **kwargs) -> list[float | None]``.
 A *factory* (registered with ``factory=True``) builds one from options such as the template's tags
 or the completion length cap; ``load_reward`` passes it the options it declares.
+
+Where a path is looked for: ``my_rewards:fn`` imports ``my_rewards`` with the current working directory
+first on ``sys.path`` (as uvicorn and gunicorn do), so a ``my_rewards.py`` beside where the command runs
+is found without PYTHONPATH; ``path/to/file.py:fn`` (a spec naming a ``.py`` file or holding a ``/``)
+loads that file, relative to the current working directory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from rewards.accuracy import accuracy_reward
@@ -56,16 +67,63 @@ def registered_names() -> list[str]:
     return sorted(_REGISTRY) + [n for n in plugin_names if n not in _REGISTRY]
 
 
-def _import_path(spec: str) -> Callable[..., Any]:
-    module_name, _, attr = spec.partition(":")
+def _is_file_path(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
+def _import_module(spec: str, module_name: str) -> Any:
+    """``module_name`` imported with the current working directory first on ``sys.path``."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"reward {spec!r}: cannot import module {module_name!r} ({exc})") from exc
+        return importlib.import_module(module_name)
+    except (ImportError, SyntaxError) as exc:
+        missing = getattr(exc, "name", None)
+        if isinstance(exc, ModuleNotFoundError) and missing and (module_name + ".").startswith(missing + "."):
+            others = [p for p in sys.path if p != cwd and os.path.isdir(p) and not p.startswith(sys.base_prefix)]
+            shown = "".join(f"{p}, " for p in others[:3]) + (f"{len(others) - 3} more, " if len(others) > 3 else "")
+            where = f"looked in the current folder {cwd}, then sys.path ({shown}the standard library)"
+            raise ValueError(f"reward {spec!r}: cannot import module {module_name!r}: {where}; run from the "
+                             f"folder holding {module_name.split('.')[0]}.py, or give a file: path/to/file.py:function"
+                             ) from exc
+        raise ValueError(f"reward {spec!r}: cannot import module {module_name!r} ({type(exc).__name__}: {exc})"
+                         ) from exc
+
+
+def _load_file(spec: str, file_name: str) -> Any:
+    """The Python file ``file_name`` (relative to the current working directory) as a module of its own name,
+    loaded once per process."""
+    path = (Path.cwd() / Path(file_name).expanduser()).resolve()
+    if not path.is_file():
+        raise ValueError(f"reward {spec!r}: no file {path} (a file path is relative to the current folder "
+                         f"{os.getcwd()})")
+    module_name = f"_grpo_reward_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    file_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(file_spec)
+    sys.modules[module_name] = module  # as an import does: dataclasses and pickling look the module up
+    try:
+        file_spec.loader.exec_module(module)
+    except (ImportError, SyntaxError) as exc:
+        del sys.modules[module_name]
+        raise ValueError(f"reward {spec!r}: cannot load {path} ({type(exc).__name__}: {exc})") from exc
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def _import_path(spec: str) -> Callable[..., Any]:
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise ValueError(f"reward {spec!r}: give 'module:function' or 'path/to/file.py:function'")
+    module = _load_file(spec, target) if _is_file_path(target) else _import_module(spec, target)
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"reward {spec!r}: module {module_name!r} has no attribute {attr!r}")
+            raise ValueError(f"reward {spec!r}: {target!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
 
@@ -80,7 +138,8 @@ def _resolve(spec: str) -> Callable[..., Any]:
             return ep.load()
     raise ValueError(
         f"unknown reward {spec!r}. Valid names: {', '.join(registered_names())}; "
-        "or give a 'package.module:function' path, or install a package exposing it in the "
+        "or give a 'module:function' path (found from the current folder) or 'path/to/file.py:function', "
+        "or install a package exposing it in the "
         f"'{ENTRY_POINT_GROUP}' entry-point group."
     )
 
@@ -102,7 +161,9 @@ def load_reward(spec: str, **options: Any) -> RewardFunction:
     """Resolve a reward by built-in name, ``module:function`` path or entry-point name.
 
     Args:
-        spec: ``"accuracy"``, ``"my_pkg.rewards:length_reward"``, or a plug-in's entry-point name.
+        spec: ``"accuracy"``, ``"my_pkg.rewards:length_reward"`` (imported with the current working
+            directory first on ``sys.path``), ``"path/to/file.py:length_reward"`` (relative to the current
+            working directory), or a plug-in's entry-point name.
         **options: Options offered to factories (``max_completion_length``,
             ``overlong_buffer_length``, ``reasoning_tag``, ``answer_tag``); each factory takes the
             ones it declares. Plain reward functions ignore them.

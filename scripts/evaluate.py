@@ -1,10 +1,12 @@
-"""Evaluate a model on GSM8K: greedy pass@1, sampled maj@k / pass@k, strict and flexible scores.
+"""Evaluate a model on GSM8K or any dataset: greedy pass@1, sampled maj@k / pass@k, strict and flexible scores.
 
     python scripts/evaluate.py --config configs/eval_smollm2_cpu.yaml [--limit 50 ...]
     python scripts/evaluate.py --protocol gsm8k --limit 50     # as lm-eval's gsm8k task (5-shot), comparable
     .venv-vllm/bin/python scripts/evaluate.py --protocol gsm8k --use_vllm true     # decoded by vLLM
 
-Works with a base model (hub id or folder), a merged folder, or a LoRA adapter folder.
+Works with a base model (hub id or folder), a merged folder, or a LoRA adapter folder. A file given with
+--dataset_name is evaluated whole (--eval_holdout_size N: the seeded N rows a training run on it holds out);
+--answer_match picks how answers are judged (numbers, normalised text, math-verify).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from pipeline.runtime import resolve_device, seed_everything, setup_logging
 
 logger = logging.getLogger("evaluate")
 CONFIG_TYPES = [ModelArguments, DataArguments, EvalArguments]
+JUDGED_BY = {"numeric": "exact numeric value", "text": "normalised exact text match", "math_verify": "math-verify",
+             "reasoning_gym": "the reasoning-gym task's verifier"}
 
 
 def main(model_args: ModelArguments, data_args: DataArguments, eval_args: EvalArguments) -> dict:
@@ -36,7 +40,11 @@ def main(model_args: ModelArguments, data_args: DataArguments, eval_args: EvalAr
         return evaluate_as_lm_eval(model_args, data_args, eval_args)
     # Data first: a bad file fails in a second, not after the model has loaded.
     splits = data_args.load_splits(need_train=False)
-    check_gold_answers(splits.eval[: eval_args.limit])
+    shown = len(splits.eval[: eval_args.limit])
+    cut = f"the first {shown} (--limit {eval_args.limit}) of " if shown < len(splits.eval) else ""
+    logger.info("evaluating %s%s", cut, splits.eval_note)
+    judge = check_gold_answers(splits.eval[: eval_args.limit], eval_args.answer_match)
+    logger.info("answers judged by %s (--answer_match %s)", JUDGED_BY[judge.name], eval_args.answer_match)
     template = get_template(data_args.prompt_template)
     model, tokenizer, generator = load_decoder(model_args, eval_args, lambda tokenizer: [
         render_prompt(tokenizer, ex.prompt_messages(template, data_args.system_prompt))

@@ -6,7 +6,9 @@ clipped surrogate + per-token KL to the frozen SFT policy.
     python scripts/train_grpo.py --config configs/grpo_smollm2_cpu.yaml --backend trl   # TRL's GRPOTrainer
     python scripts/train_grpo.py --config configs/grpo_smollm2_cpu.yaml --resume_from_checkpoint latest
 
-Writes into output_dir: metrics.jsonl, samples.jsonl, checkpoints/, eval/, final/{adapter,merged}.
+Writes into output_dir: metrics.jsonl, samples.jsonl, checkpoints/, eval/, adapter/ (LoRA),
+merged/ (full precision; the model card README.md and grpo_config.yaml beside the weights), as
+scripts/train_sft.py lays them out.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def run_one_beside_two(one: list[str], config: str, two: list[str], logs: Path) 
 
 
 def adapter(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(run / "final" / "adapter" / "adapter_model.safetensors")
+    return load_file(run / "adapter" / "adapter_model.safetensors")
 
 
 def rewards(run: Path) -> list[float]:

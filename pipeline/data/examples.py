@@ -31,6 +31,7 @@ class Example:
     messages: tuple[Mapping[str, str], ...] | None = field(default=None, compare=False)  # a conversational prompt
     completion: str | None = field(default=None, compare=False)  # the row's own SFT target text
     columns: Mapping[str, Any] = field(default_factory=dict, compare=False)  # every other column, for rewards
+    prompt: str | None = field(default=None, compare=False)  # a plain-text prompt as the row holds it (unstripped)
 
     @property
     def conversational(self) -> bool:
@@ -42,16 +43,28 @@ class Example:
             return [dict(m) for m in self.messages]
         return template.messages(self.question, system_prompt)
 
-    def reward_prompt(self, template: PromptTemplate, system_prompt: str | None = None) -> list[dict[str, str]]:
-        """What reward functions get as the prompt: the conversation the model saw. The model is always prompted
-        through its chat template, so rewards see a conversational row, as TRL passes one (and as our TRL
-        backend, which hands TRL these same messages, does)."""
-        return self.prompt_messages(template, system_prompt)
+    def reward_prompt(self) -> str | list[dict[str, str]]:
+        """The prompt as reward functions get it, as TRL passes it: a plain-text row's prompt string as the dataset
+        holds it, a conversational row's messages. (The model itself is always prompted through its chat template
+        and the prompt template: see ``prompt_messages``.)
 
-    @staticmethod
-    def reward_completion(text: str) -> list[dict[str, str]]:
-        """A completion as TRL hands it to rewards for a conversational prompt: one assistant message."""
-        return [{"role": "assistant", "content": text}]
+        >>> Example("2+2?", "", 4, "f:1", prompt="2+2? ").reward_prompt()
+        '2+2? '
+        """
+        if self.messages is not None:
+            return [dict(m) for m in self.messages]
+        return self.prompt if self.prompt is not None else self.question
+
+    def reward_completion(self, text: str) -> str | list[dict[str, str]]:
+        """A completion as TRL hands it to rewards: text for a plain-text row, one assistant message for a
+        conversational one.
+
+        >>> Example("2+2?", "", 4, "f:1").reward_completion("4")
+        '4'
+        """
+        if self.messages is not None:
+            return [{"role": "assistant", "content": text}]
+        return text
 
     def reward_columns(self) -> dict[str, Any]:
         """The row's columns that rewards receive (``answer`` first, when there is one)."""
@@ -173,4 +186,5 @@ def example_from_row(row: Any, where: str, columns: ColumnMap = ColumnMap()) -> 
         completion = chat[-1]["content"] if chat[-1]["role"] == "assistant" else None  # target is the last turn
     used = {prompt_key, columns.completion} | ({"answer"} if answer_key == "answer" else set())
     extra = {k: v for k, v in row.items() if k not in used}  # a renamed gold column also keeps its own name
-    return Example(question, reasoning, answer, where, messages, completion, extra)
+    raw_prompt = row[prompt_key] if isinstance(row[prompt_key], str) else None
+    return Example(question, reasoning, answer, where, messages, completion, extra, raw_prompt)

@@ -3,7 +3,8 @@
 Sources: ``bundled`` (GSM8K, offline), a local file or folder, a hub dataset id, or ``reasoning_gym:<task>``.
 Evaluation reads ``eval_dataset_name`` when given, else the source's own evaluation split (a folder's
 ``test`` file, a hub split, a freshly seeded reasoning-gym set); a source with only one split gets a
-seeded held-out part, stated in the log.
+seeded held-out part for training runs, stated in the log. Evaluation alone (``need_train=False``) reads a
+single file whole, unless ``eval_holdout_size`` asks for the seeded hold-out a training run would use.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def examples_from_rows(rows: list[tuple[str, Any]], columns: ColumnMap, *, skip_
     if skipped:
         logger.warning("skipped %d malformed rows of %s (first: %s)", len(skipped), name, skipped[0])
     if not examples:
-        raise DataError(f"{name}: no usable rows; check the file and the prompt/answer field names")
+        what = "; check the file and the prompt/answer field names" if rows else ": it holds none; add rows"
+        raise DataError(f"{name}: no usable rows{what}")
     return examples, skipped
 
 
@@ -74,7 +76,8 @@ def column_map(data_args, name: str) -> ColumnMap:
                      solution_required=name == BUNDLED)
 
 
-def hold_out(examples: list[Example], size: int, seed: int) -> tuple[list[Example], list[Example]]:
+def hold_out(examples: list[Example], size: int, seed: int,
+             name: str = "the data") -> tuple[list[Example], list[Example]]:
     """(rest, held out): ``size`` seeded examples kept apart for evaluation, both in file order.
 
     >>> ex = [Example(str(i), "", i, f"f:{i}") for i in range(10)]
@@ -82,9 +85,13 @@ def hold_out(examples: list[Example], size: int, seed: int) -> tuple[list[Exampl
     >>> len(rest), len(held), set(rest).isdisjoint(held)
     (7, 3, True)
     """
+    if len(examples) < 2:
+        raise DataError(f"{name}: {len(examples)} row, too few to hold rows out for evaluation and train on the "
+                        "rest; add rows, or give --eval_dataset_name a file to evaluate on")
     if not 0 < size < len(examples):
-        raise DataError(f"option --eval_holdout_size: {size} must be between 1 and {len(examples) - 1} for the "
-                        f"{len(examples)} rows; or give --eval_dataset_name")
+        raise DataError(f"option --eval_holdout_size: {size} rows held out of the {len(examples)} of {name} leaves "
+                        f"none to train on; set it below {len(examples)}, or give --eval_dataset_name a file to "
+                        "evaluate on")
     chosen = set(random.Random(seed).sample(range(len(examples)), size))
     return ([e for i, e in enumerate(examples) if i not in chosen], [e for i, e in enumerate(examples) if i in chosen])
 
@@ -140,7 +147,9 @@ def _load_splits(data_args, need_train: bool) -> DataSplits:
         return _generated(data_args)
     if not need_train and data_args.eval_dataset_name:
         return DataSplits([], *_eval_from(data_args), [], _eval_label(data_args))
-    if not need_train and not is_single_file(name):
+    if not need_train and is_single_file(name):
+        return _evaluated_file(data_args, name)
+    if not need_train:
         eval_rows = read_rows(name, data_args.eval_split, data_args.dataset_config)
         if eval_rows is not None:
             return _split_of(data_args, name, [], eval_rows, [])
@@ -155,17 +164,41 @@ def _load_splits(data_args, need_train: bool) -> DataSplits:
     if eval_rows is not None:
         return _split_of(data_args, name, train, eval_rows, skipped)
     size = data_args.eval_holdout_size or max(1, min(500, len(train) // 10))
-    train, held = hold_out(train, size, data_args.split_seed)
-    note = (f"{size} rows of {name} held out (seed {data_args.split_seed}; --eval_holdout_size), training on the other "
-            f"{len(train)}; give --eval_dataset_name to evaluate on another file")
+    train, held = hold_out(train, size, data_args.split_seed, name if is_single_file(name) else
+                           f"{name} ({data_args.train_split})")
+    rest = f", training on the other {len(train)}" if need_train else f" (no {data_args.eval_split!r} split)"
+    note = (f"{size} rows of {name} held out (seed {data_args.split_seed}; --eval_holdout_size){rest}; give "
+            "--eval_dataset_name to evaluate on another file")
     return DataSplits(train, held, note, skipped, f"{name}, held out")
+
+
+def _evaluated_file(data_args, name: str) -> DataSplits:
+    """Evaluation alone on one file: every row, or with ``--eval_holdout_size N`` the N rows a training run on
+    the file with that size holds out (same seed, same rows)."""
+    rows = read_rows(name, data_args.train_split, data_args.dataset_config)
+    examples, skipped = examples_from_rows(rows, column_map(data_args, name), skip_bad_rows=data_args.skip_bad_rows,
+                                           name=name)
+    size, total = data_args.eval_holdout_size, len(examples)
+    every = f"all {total} rows" if total > 1 else "the one row"
+    if size is None:
+        return DataSplits([], examples, f"{every} of {name} (a single file given for evaluation; "
+                          "--eval_holdout_size N evaluates a seeded hold-out of N rows instead)", skipped, name)
+    if size >= total:
+        below = f", or set it below {total}" if total > 1 else ""
+        raise DataError(f"option --eval_holdout_size: {size}, but {name} has only {total} row{'s' * (total > 1)}; "
+                        f"leave it unset to evaluate {every}{below}")
+    _, held = hold_out(examples, size, data_args.split_seed, name)
+    return DataSplits([], held, f"{size} of the {total} rows of {name}, held out with seed {data_args.split_seed} "
+                      f"(--eval_holdout_size {size}: the rows a training run on this file with that size evaluates "
+                      "on)", skipped, f"{name}, held out")
 
 
 def _split_of(data_args, name: str, train: list[Example], eval_rows, skipped: list[str]) -> DataSplits:
     held, more = examples_from_rows(eval_rows, column_map(data_args, name), skip_bad_rows=data_args.skip_bad_rows,
                                     name=f"{name} ({data_args.eval_split})")
     label = f"GSM8K {data_args.eval_split}" if name == BUNDLED else f"{name} ({data_args.eval_split})"
-    return DataSplits(train, held, f"the {data_args.eval_split!r} split of {name}", skipped + more, label)
+    return DataSplits(train, held, f"all {len(held)} rows of the {data_args.eval_split!r} split of {name}",
+                      skipped + more, label)
 
 
 def grpo_holdout(data_args) -> int:
@@ -195,13 +228,15 @@ def split_stages(examples: list[Example], grpo_size: int, seed: int) -> tuple[li
     return ([e for i, e in enumerate(examples) if i not in grpo_ids], [examples[i] for i in sorted(grpo_ids)])
 
 
-def stage_examples(data_args, stage: str) -> tuple[list[Example], list[Example], dict[str, Any]]:
+def stage_examples(data_args, stage: str, splits: DataSplits | None = None
+                   ) -> tuple[list[Example], list[Example], dict[str, Any]]:
     """This stage's training problems ("sft" or "grpo"), the evaluation problems, and a record of both
-    for the run folder (``data_split.json``)."""
+    for the run folder (``data_split.json``). ``splits``: rows already read (the Python entry's in-memory
+    data), in place of ``data_args``' dataset."""
     if data_args.train_split == data_args.eval_split and not data_args.eval_dataset_name:
         raise DataError(f"option --train_split: {data_args.train_split!r} is the evaluation split too; the "
                         "evaluation split is never trained on")
-    splits = data_args.load_splits()
+    splits = splits or data_args.load_splits()
     grpo_size = grpo_holdout(data_args)
     sft_part, grpo_part = split_stages(splits.train, grpo_size, data_args.split_seed)
     part = sft_part if stage == "sft" else grpo_part

@@ -1,5 +1,6 @@
 """Evaluation: greedy pass@1, sampled maj@k and pass@k, strict and flexible extraction; answers judged as
-exact numbers (GSM8K and other numeric data) or by a reasoning-gym task's own verifier."""
+exact numbers (GSM8K and other numeric data), as normalised text, by math-verify or by a reasoning-gym task's
+own verifier (``pipeline.evaluation.judges``, ``--answer_match``)."""
 
 from __future__ import annotations
 
@@ -18,83 +19,21 @@ from typing import Any
 import torch
 
 from pipeline.arguments import EvalArguments
-from pipeline.data import DataError, Example, PromptTemplate, render_prompt
-from pipeline.generation import generate
-from pipeline.evaluation.stats import format_change, format_rate
-from rewards.reasoning_gym_reward import extract_tagged_answer
-from rewards.parsing import (
-    GoldAnswerError,
-    NUMBER_RE,
-    answers_match,
-    extract_flexible_answer,
-    extract_strict_answer,
-    format_fraction,
-    parse_gold_answer,
+from pipeline.data import Example, PromptTemplate, render_prompt
+from pipeline.evaluation.judges import (  # noqa: F401 - the judges' names, importable from here as before
+    MathVerifyJudge,
+    NumericJudge,
+    ReasoningGymJudge,
+    TextJudge,
+    check_gold_answers,
+    judge_for,
 )
+from pipeline.evaluation.stats import format_change, format_rate
+from pipeline.generation import generate
 
 logger = logging.getLogger(__name__)
 EXTRACTIONS = ("strict", "flexible")
 SUMMARY_FILE = "summary.json"
-
-
-class NumericJudge:
-    """Numbers compared exactly: the marked answer (strict) or the last number (flexible) against the gold."""
-
-    def gold(self, example: Example) -> Fraction:
-        return parse_gold_answer(example.answer)
-
-    def extract(self, text: str) -> tuple[Any, Any]:
-        return extract_strict_answer(text), extract_flexible_answer(text)
-
-    def matches(self, value: Any, gold: Any) -> bool:
-        return answers_match(value, gold)
-
-    def show(self, value: Any) -> str | None:
-        return format_fraction(value)
-
-
-class ReasoningGymJudge:
-    """A reasoning-gym task's own verifier (full marks only): the ``<answer>`` block (strict) or, without one,
-    the last number, else the last non-empty line (flexible)."""
-
-    def gold(self, example: Example) -> dict[str, Any]:
-        return {"question": example.question, "answer": example.answer, "metadata": example.columns["metadata"]}
-
-    def extract(self, text: str) -> tuple[Any, Any]:
-        tagged = extract_tagged_answer(text)
-        if tagged is not None:
-            return tagged, tagged
-        numbers = [m.group("num").replace(",", "").replace("$", "").replace("−", "-") for m in NUMBER_RE.finditer(text)]
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return None, numbers[-1] if numbers else (lines[-1] if lines else None)
-
-    def matches(self, value: Any, gold: Any) -> bool:
-        from reasoning_gym import get_score_answer_fn
-
-        score = get_score_answer_fn(gold["metadata"]["source_dataset"])
-        return value is not None and score(value, gold) >= 1.0 - 1e-6
-
-    def show(self, value: Any) -> str | None:
-        return value
-
-
-def judge_for(examples: Sequence[Example]) -> NumericJudge | ReasoningGymJudge:
-    """reasoning-gym's verifiers for its problems, exact numbers otherwise."""
-    meta = examples[0].columns.get("metadata") if examples else None
-    return ReasoningGymJudge() if isinstance(meta, dict) and "source_dataset" in meta else NumericJudge()
-
-
-def check_gold_answers(examples: Sequence[Example]) -> None:
-    """Every problem's gold answer can be judged: checked before any model loads, one line naming the row."""
-    judge = judge_for(examples)
-    for example in examples:
-        if example.answer is None:
-            raise DataError(f"{example.source}: missing field 'answer': evaluation compares the model's answer with "
-                            "it; name the gold column with --answer_field")
-        try:
-            judge.gold(example)
-        except GoldAnswerError as error:
-            raise DataError(f"{example.source}: {error}") from None
 
 
 @dataclass
@@ -104,7 +43,7 @@ class ScoredCompletion:
     completion: str
     num_tokens: int
     strict: Any  # marked answer (<answer>, \boxed, ####, "the answer is"); None: none
-    flexible: Any  # the fallback reading (the last number); None: none
+    flexible: Any  # the fallback reading (numeric: the last number; see the judges); None: none
     judge: Any = field(default_factory=NumericJudge, repr=False)
 
     def correct(self, gold: Any, extraction: str) -> bool:
@@ -257,7 +196,7 @@ def evaluate_gsm8k(
     from tqdm.auto import tqdm
 
     examples = list(examples[: args.limit] if args.limit else examples)
-    judge = judge_for(examples)
+    judge = judge_for(examples, args.answer_match)
     prompts = [render_prompt(tokenizer, ex.prompt_messages(template, system_prompt)) for ex in examples]
     records: list[dict[str, Any]] = []
     per_problem: list[dict[str, float]] = []
@@ -298,6 +237,7 @@ def evaluate_gsm8k(
         "model": model_name,
         "split": split_name,
         "num_problems": len(records),
+        "answer_match": judge.name,
         "metrics": summarize(per_problem),
         "marked_answer_rate": sum(r["extracted"] is not None for r in records) / max(len(records), 1),
         "per_problem": greedy_outcomes(records),

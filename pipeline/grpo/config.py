@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from pipeline.arguments import LM_EVAL_PROTOCOLS
+from pipeline.arguments import ANSWER_MATCHES, LM_EVAL_PROTOCOLS
 from pipeline.config import ValidatedConfig, field_with_help, require
 from pipeline.grpo.advantages import MULTI_OBJECTIVE_AGGREGATIONS, SCALE_REWARDS
 from pipeline.grpo.loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, PolicyObjective
@@ -30,7 +30,7 @@ class GRPOArguments(ValidatedConfig):
     }
 
     # --- run ---
-    output_dir: str = field_with_help("runs/grpo", "Run folder: metrics.jsonl, samples.jsonl, checkpoints/, final/.")
+    output_dir: str = field_with_help("runs/grpo", "Run folder: metrics.jsonl, samples.jsonl, checkpoints/, adapter/, merged/.")
     backend: str = field_with_help("ours", "Training loop: ours, or TRL's GRPOTrainer for cross-checks.", choices=BACKENDS)
     seed: int = field_with_help(42, "Seed of data order, sampling and dropout; a run is reproducible on CPU.")
     max_steps: int = field_with_help(20, "GRPO steps; each samples a fresh generation batch.")
@@ -79,7 +79,8 @@ class GRPOArguments(ValidatedConfig):
     vllm_importance_sampling_clip_max: float | None = field_with_help(3.0, "Upper bound of the vLLM ratio (None: none).")
     # --- rewards ---
     reward_funcs: list[str] = field_with_help(
-        ["accuracy", "format"], "Reward names: built-ins, 'module:function' paths, or entry-point plug-ins."
+        ["accuracy", "format"], "Reward names: built-ins, 'module:function' (found from the current folder) or "
+        "'path/to/file.py:function' paths, or entry-point plug-ins."
     )
     reward_weights: list[float] | None = field_with_help(None, "One weight per reward function (default: all 1.0).")
     overlong_buffer_length: int = field_with_help(64, "Buffer before max_completion_length for the 'overlong' reward.")
@@ -173,10 +174,14 @@ class GRPOArguments(ValidatedConfig):
     eval_protocol: str | None = field_with_help(
         None, "Evaluate as lm-eval's task of this name does (gsm8k: 5-shot, gsm8k_cot, gsm8k_cot_zeroshot; "
         "GSM8K-shaped data), in place of the training template: the curve then reads in lm-eval's terms.")
+    eval_answer_match: str = field_with_help(
+        "auto", "How evaluation judges answers (scripts/evaluate.py's --answer_match): numeric, text (normalised "
+        "exact match), math_verify, or auto (reasoning-gym's verifier, numeric when every gold answer is a "
+        "number, text otherwise).", choices=ANSWER_MATCHES)
     save_steps: int = field_with_help(10, "Checkpoint every N steps (0: only at the end).")
     save_total_limit: int = field_with_help(2, "Checkpoints kept (the newest).")
     push_to_hub: bool = field_with_help(
-        False, "Upload final/merged (weights, model card, config) to the hub at the end; a failed upload is logged "
+        False, "Upload merged/ (weights, model card, config) to the hub at the end; a failed upload is logged "
                "with the command that retries it.")
     hub_model_id: str | None = field_with_help(None, "Hub repository for push_to_hub (default: output_dir's name).")
     hub_private_repo: bool = field_with_help(False, "push_to_hub makes the repository private.")

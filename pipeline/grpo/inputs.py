@@ -24,12 +24,15 @@ EXTRAS = {"reasoning_gym": "reasoning_gym", "math_verify": "math_verify"}  # rew
 RESERVED_COLUMNS = ("reward_funcs", "names", "weights", "timeout", "faults", "async_loop", "fn", "name")
 
 
+def reward_options(args: GRPOArguments, template: PromptTemplate) -> dict[str, Any]:
+    """What reward factories may take from the run and the template (``rewards.load_reward``'s options)."""
+    return {"max_completion_length": args.max_completion_length, "overlong_buffer_length": args.overlong_buffer_length,
+            "reasoning_tag": template.reasoning_tag, "answer_tag": template.answer_tag}
+
+
 def reward_functions(args: GRPOArguments, template: PromptTemplate) -> list[Any]:
     """The configured reward functions, with the options they take from the run and the template."""
-    options = {"max_completion_length": args.max_completion_length,
-               "overlong_buffer_length": args.overlong_buffer_length,
-               "reasoning_tag": template.reasoning_tag, "answer_tag": template.answer_tag}
-    return [load_reward(name, **options) for name in args.reward_funcs]
+    return [load_reward(name, **reward_options(args, template)) for name in args.reward_funcs]
 
 
 def reward_columns(rows: list[Example]) -> dict[str, list[Any]]:
@@ -43,8 +46,11 @@ def reward_columns(rows: list[Example]) -> dict[str, list[Any]]:
     return {name: [columns.get(name) for columns in per_row] for name in names}
 
 
-def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments):
-    """Every check that needs no weights, before any load: rewards, model path and size, data.
+def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments,
+              reward_funcs: list[Any] | None = None, splits=None):
+    """Every check that needs no weights, before any load: rewards, model path and size, data. ``reward_funcs``:
+    callables given from Python (named by ``args.reward_funcs``); ``splits``: rows already read (a
+    ``DataSplits``), in place of ``data_args``' dataset.
 
     Returns (GRPO examples, evaluation examples, the evaluation's short label). Raises ConfigError, DataError or
     ModelLoadError naming the option or file:line.
@@ -55,12 +61,18 @@ def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
     from pipeline.models import is_adapter_folder, resolve_model_path
 
     try:
-        reward_funcs = reward_functions(args, get_template(data_args.prompt_template))
+        reward_funcs = reward_funcs or reward_functions(args, get_template(data_args.prompt_template))
     except ValueError as exc:
         raise ConfigError(f"option --reward_funcs: {exc}") from None
     if args.use_vllm and model_args.load_in_4bit:
         raise ConfigError("option --use_vllm: does not combine with load_in_4bit (QLoRA): vLLM would be sent 4-bit "
                           "packed weights; set load_in_4bit: false, or use_vllm: false")
+    start = Path(model_args.model_name_or_path).expanduser().absolute()
+    if start.name in ("merged", "adapter") and start.exists() and \
+            start.parent.resolve() == Path(args.output_dir).expanduser().resolve():
+        raise ConfigError(f"option --output_dir: {args.output_dir} holds the model this run starts from "
+                          f"({model_args.model_name_or_path}), which the run's own {start.name}/ would overwrite; "
+                          "give another folder")
     path = resolve_model_path(model_args)
     if not is_adapter_folder(path) and Path(path).is_dir():
         config = AutoConfig.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
@@ -69,7 +81,7 @@ def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
         if limit is not None and needed > limit:
             raise ConfigError(f"option --max_completion_length: max_prompt_length + max_completion_length = {needed} "
                               f"exceeds the model's {limit} positions; lower one of them")
-    examples, eval_examples, record = stage_examples(data_args, "grpo")
+    examples, eval_examples, record = stage_examples(data_args, "grpo", splits)
     check_reward_columns(reward_funcs, args.reward_funcs, examples)
     if args.eval_limit and args.eval_protocol:  # lm-eval's problems and shots: GSM8K-shaped rows, read here
         from pipeline.evaluation.protocols import ProtocolProblems
@@ -81,7 +93,7 @@ def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
     if args.eval_limit:
         from pipeline.evaluation.evaluate import check_gold_answers
 
-        check_gold_answers(eval_examples[: args.eval_limit])
+        check_gold_answers(eval_examples[: args.eval_limit], args.eval_answer_match, "--eval_answer_match")
     return examples, eval_examples, record["evaluation_label"]
 
 

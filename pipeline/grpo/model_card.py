@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,25 +40,27 @@ def hub_id(name: str) -> str | None:
     return name
 
 
-def publish(state, final: Path, summary: dict[str, Any]) -> None:
-    """The model card and config beside a run's final weights, then (push_to_hub) their upload; the hub's URL,
-    or None after a failed upload, goes into ``summary["hub_url"]``. ``state``: the run's GRPOState."""
+def publish(state, merged: Path, summary: dict[str, Any]) -> None:
+    """The model card and config beside a run's final weights (``merged``, the run's merged/ folder), then
+    (push_to_hub) their upload; the hub's URL, or None after a failed upload, goes into ``summary["hub_url"]``.
+    ``state``: the run's GRPOState."""
     try:  # the card describes files already saved: a fault there must not fail a finished run
-        write_model_card(final, json.loads((state.run_dir / "config.json").read_text()), summary)
+        write_model_card(merged, json.loads((state.run_dir / "config.json").read_text()), summary)
     except Exception as error:
         logger.warning("model card not written (%s: %s)", type(error).__name__, error)
     if state.args.push_to_hub:
         repo_id = state.args.hub_model_id or state.run_dir.resolve().name
-        summary["hub_url"] = push_to_hub(final / "merged", repo_id, state.args.hub_private_repo, state.step)
+        summary["hub_url"] = push_to_hub(merged, repo_id, state.args.hub_private_repo, state.step)
 
 
-def write_model_card(final: Path, config: dict[str, dict[str, Any]], summary: dict[str, Any]) -> Path:
-    """final/README.md and final/grpo_config.yaml, each copied into final/merged (the folder a user loads or
-    pushes). ``config``: the run's ``grpo`` / ``model`` / ``data`` option dicts; ``summary``: the run's, with
+def write_model_card(folder: Path, config: dict[str, dict[str, Any]], summary: dict[str, Any]) -> Path:
+    """README.md and grpo_config.yaml in ``folder``, the run's merged/ (the folder a user loads or pushes).
+    ``config``: the run's ``grpo`` / ``model`` / ``data`` option dicts; ``summary``: the run's, with
     its ``steps`` and, when it evaluated, ``eval_before`` / ``eval_after``. Returns the card's path."""
     grpo, model, data = config["grpo"], config["model"], config["data"]
     flat = {**data, **model, **grpo, **NOT_REPRODUCED}  # one YAML for --config: every option under its own name
-    (final / CONFIG_FILE).write_text(yaml.safe_dump(flat, sort_keys=False))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(flat, sort_keys=False))
     metadata = {"library_name": "transformers", "tags": ["grpo", "grpo-pipeline", "reasoning"]}
     if hub_id(model["model_name_or_path"]):
         metadata["base_model"] = hub_id(model["model_name_or_path"])
@@ -87,7 +88,7 @@ def write_model_card(final: Path, config: dict[str, dict[str, Any]], summary: di
         f"β {grpo['beta']:g}, ε {grpo['epsilon_low']:g}/{grpo['epsilon_high']:g}; lr {grpo['learning_rate']:g} "
         f"({grpo['lr_scheduler_type']}).",
         f"- {'LoRA r ' + str(model['lora_r']) + ', merged into' if model['use_peft'] else 'Full fine-tuning of'} "
-        "the weights in `merged/`.",
+        "the weights in this folder.",
         "",
         f"Reproduce: `python scripts/train_grpo.py --config {CONFIG_FILE} --output_dir <a new folder>` (every "
         "option of this run; it neither resumes this run nor uploads).",
@@ -96,11 +97,8 @@ def write_model_card(final: Path, config: dict[str, dict[str, Any]], summary: di
         "",
         *_evaluation(summary),
     ]
-    card = final / CARD_FILE
+    card = folder / CARD_FILE
     card.write_text("\n".join(lines) + "\n")
-    if (final / "merged").is_dir():
-        for name in (CARD_FILE, CONFIG_FILE):
-            shutil.copy(final / name, final / "merged" / name)
     return card
 
 

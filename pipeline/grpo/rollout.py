@@ -21,6 +21,7 @@ class Rollout:
     is_truncated: torch.Tensor  # [N] bool: no EOS within max_completion_length
     completions: list[str]  # [N] decoded text without special tokens
     group_size: int
+    lengths: torch.Tensor  # [N] tokens generated through the first EOS, before mask_truncated_completions
     sampling_logps: torch.Tensor | None = None  # [N, T] the sampler's own log-probs (vLLM), else None
 
     @property
@@ -73,8 +74,9 @@ def collate_rollout(
     prompt_mask = prompt_mask.repeat_interleave(rows_per_group, dim=0)  # [N, P]
     completion_ids = right_pad([completions for _, completions in groups], pad_token_id)  # [N, T]
     mask, truncated = completion_mask(completion_ids, eos_ids)
-    # Rewards read the text up to the first EOS, truncated or not.
-    texts = tokenizer.batch_decode([row[: int(n)] for row, n in zip(completion_ids, mask.sum(1))], skip_special_tokens=True)
+    lengths = mask.sum(1)  # [N]
+    # Rewards read the text and ids up to the first EOS, truncated or not (as TRL's); only the loss masks them.
+    texts = tokenizer.batch_decode([row[: int(n)] for row, n in zip(completion_ids, lengths)], skip_special_tokens=True)
     if mask_truncated_completions:
         mask = mask * (~truncated).long()[:, None]
-    return Rollout(prompt_ids, prompt_mask, completion_ids, mask, truncated, texts, group_size)
+    return Rollout(prompt_ids, prompt_mask, completion_ids, mask, truncated, texts, group_size, lengths)

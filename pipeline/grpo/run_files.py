@@ -60,7 +60,8 @@ def evaluate_policy(state: GRPOState, test_examples: list[Example], tag: str) ->
     if not args.eval_limit or not (main or state.finished_everywhere is not None):
         return None
     eval_args = EvalArguments(limit=args.eval_limit, batch_size=args.eval_batch_size,
-                              max_new_tokens=args.eval_max_new_tokens, seed=args.seed)
+                              max_new_tokens=args.eval_max_new_tokens, seed=args.seed,
+                              answer_match=args.eval_answer_match)
     with sampling_model(state) as model:  # the merged copy when allowed: same logits, faster decoding
         if args.eval_protocol:  # test_examples: ProtocolProblems (lm-eval's problems, shots and scoring)
             records, summary = test_examples.evaluate(model, state.tokenizer, batch_size=args.eval_batch_size,
@@ -98,22 +99,23 @@ def save(state: GRPOState) -> None:
 
 
 def save_final(state: GRPOState, model_args: ModelArguments) -> Path:
-    """final/adapter (or final/model) and, with LoRA, final/merged in full precision."""
-    final = state.run_dir / "final"
+    """The run's model, laid out as an SFT run's: ``adapter/`` (LoRA) and ``merged/`` (full precision, the folder
+    the next stage or an evaluation loads), both in the run folder. Returns the merged folder."""
+    adapter, merged = state.run_dir / "adapter", state.run_dir / "merged"
     weights = gathered_weights(state)
     if state.accelerator.is_main_process:
         policy = state.policy
         if state.uses_lora:
-            policy.save_pretrained(final / "adapter", state_dict=weights, safe_serialization=True)
+            policy.save_pretrained(adapter, state_dict=weights, safe_serialization=True)
             from pipeline.sft import merge_to_full_precision
 
             with loading_on_this_process_only(state.accelerator):
-                merge_to_full_precision(model_args, final / "adapter", final / "merged")
+                merge_to_full_precision(model_args, adapter, merged)
         else:
-            policy.save_pretrained(final / "merged", state_dict=weights, safe_serialization=True)
-            state.tokenizer.save_pretrained(final / "merged")
+            policy.save_pretrained(merged, state_dict=weights, safe_serialization=True)
+            state.tokenizer.save_pretrained(merged)
     state.accelerator.wait_for_everyone()
-    return final / "merged"
+    return merged
 
 
 def log_step(state: GRPOState, metrics: dict[str, Any], progress) -> None:

@@ -55,8 +55,10 @@ logger = logging.getLogger(__name__)
 # --- setup --------------------------------------------------------------------------------------------------------
 
 
-def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments, examples: list[Example]):
-    """Load the policy (+ LoRA), reference, optimizer and rewards; restore a checkpoint if asked."""
+def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments, examples: list[Example],
+          reward_funcs: list[Any] | None = None):
+    """Load the policy (+ LoRA), reference, optimizer and rewards (``reward_funcs``: callables given from Python,
+    else ``args.reward_funcs`` resolved); restore a checkpoint if asked."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
@@ -69,7 +71,7 @@ def setup(args: GRPOArguments, model_args: ModelArguments, data_args: DataArgume
         warn_if_cpu_bf16_is_slow("mixed_precision: bf16", on_gpu=accelerator.device.type == "cuda")
     set_seed(args.seed)
     template = get_template(data_args.prompt_template)
-    reward_funcs = reward_functions(args, template)  # resolve names before the model loads
+    reward_funcs = reward_funcs or reward_functions(args, template)  # resolve names before the model loads
     tokenizer = load_tokenizer(model_args, padding_side="left")
     model = load_model(model_args, device=accelerator.device, merge_adapter=True)  # an SFT adapter: the start
     ref_model = None
@@ -215,14 +217,14 @@ def _sample_with_retry(state: GRPOState, model, prompts: list[torch.Tensor], see
 def score(state: GRPOState, rollout: Rollout, batch: list[tuple[int, Example]]) -> tuple[torch.Tensor, RewardBreakdown]:
     """Rewards of every completion and their group-relative advantages ([N] each).
 
-    As TRL does: every dataset column reaches the rewards as a keyword argument, one value per completion;
-    a conversational prompt's completions arrive as assistant messages."""
+    As TRL does: every dataset column reaches the rewards as a keyword argument, one value per completion; a
+    plain-text row's prompt and completions arrive as strings, a conversational row's as messages; ``completion_ids``
+    are the ids as generated (through the first EOS), truncated ones included, whatever the loss masks."""
     G = rollout.group_size
     rows = [ex for _, ex in batch for _ in range(G)]
-    prompts = [ex.reward_prompt(state.template, state.system_prompt) for ex in rows]
+    prompts = [ex.reward_prompt() for ex in rows]
     completions = [ex.reward_completion(text) for ex, text in zip(rows, rollout.completions)]
-    lengths = rollout.completion_mask.sum(1).tolist()
-    completion_ids = [row[: int(n)].tolist() for row, n in zip(rollout.completion_ids, lengths)]
+    completion_ids = [row[: int(n)].tolist() for row, n in zip(rollout.completion_ids, rollout.lengths.tolist())]
     breakdown = combine_rewards(state.reward_funcs, state.args.reward_funcs, state.args.weights, prompts,
                                 completions, timeout=state.args.reward_timeout, faults=state.faults,
                                 async_loop=state.reward_loop, completion_ids=completion_ids, **reward_kwargs(state, rows))
@@ -296,9 +298,11 @@ def run_step(state: GRPOState) -> dict[str, float]:
 
 
 def train(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments, examples: list[Example],
-          test_examples: list[Example] | None = None, eval_label: str = "held-out problems") -> dict[str, Any]:
-    """The whole GRPO stage; returns a summary with the metrics history and the before/after evaluations."""
-    state = setup(args, model_args, data_args, examples)
+          test_examples: list[Example] | None = None, eval_label: str = "held-out problems",
+          reward_funcs: list[Any] | None = None) -> dict[str, Any]:
+    """The whole GRPO stage; returns a summary with the metrics history and the before/after evaluations.
+    ``reward_funcs``: callables given from Python, named by ``args.reward_funcs`` (else those names resolved)."""
+    state = setup(args, model_args, data_args, examples, reward_funcs)
     state.eval_label = eval_label
     try:
         summary = _train(state, model_args, test_examples)
@@ -338,7 +342,7 @@ def _train(state: GRPOState, model_args: ModelArguments, test_examples) -> dict[
     summary["final"] = str(save_final(state, model_args))
     summary.update({"steps": state.step, "history": state.history})
     if state.accelerator.is_main_process:
-        publish(state, Path(summary["final"]).parent, summary)
+        publish(state, Path(summary["final"]), summary)
         (state.run_dir / "grpo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         from pipeline.plots import plot_run
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import require
-from pipeline.data import Example, get_template
+from pipeline.data import Example, get_template, render_prompt
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.inputs import reward_functions
 from pipeline.models import add_lora, load_model, load_tokenizer
@@ -69,7 +70,7 @@ def check_trl_backend(args: GRPOArguments, num_processes: int) -> None:
     require(not args.dynamic_sampling, "dynamic_sampling", "is this project's (TRL 1.16 has none); not with "
             "--backend trl")
     require(not args.push_to_hub, "push_to_hub", "uploads from this project's loop; with --backend trl push the "
-            "saved final/ folder (hf upload)")
+            "saved merged/ folder (hf upload)")
     require(not args.skip_zero_advantage, "skip_zero_advantage", "is this project's (TRL 1.16 has none); not "
             "with --backend trl")
     generation = args.prompts_per_step * args.num_generations
@@ -94,12 +95,15 @@ def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: D
     config = trl_config(args, PartialState().num_processes, **(config_overrides or {}))  # before any weights load
     template = get_template(data_args.prompt_template)
     reward_funcs = reward_functions(args, template)
+    tokenizer = load_tokenizer(model_args, padding_side="left")
+    kinds = {e.conversational for e in examples}
+    require(len(kinds) == 1, "backend", "--backend trl: the rows mix plain-text and conversational prompts, which "
+            "TRL reads batch by batch; give every row the same kind of prompt")
+    dataset = Dataset.from_list([trl_row(e, template, data_args.system_prompt, tokenizer) for e in examples])
+    if kinds == {False}:
+        reward_funcs = [with_dataset_prompts(fn) for fn in reward_funcs]
     for fn, name in zip(reward_funcs, args.reward_funcs):
         fn.__name__ = name  # TRL names its reward metrics after the function
-    dataset = Dataset.from_list([
-        {"prompt": e.prompt_messages(template, data_args.system_prompt), **e.reward_columns()} for e in examples
-    ])  # every column reaches TRL's reward calls, as in ours
-    tokenizer = load_tokenizer(model_args, padding_side="left")
     model = load_model(model_args)
     if model_args.use_peft:
         model = add_lora(model, model_args)
@@ -110,8 +114,41 @@ def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: D
     else:
         trainer.train()
     history = [_our_names(h) for h in trainer.state.log_history if "loss" in h]
-    trainer.save_model(f"{args.output_dir}/final/adapter" if model_args.use_peft else f"{args.output_dir}/final/merged")
+    trainer.save_model(f"{args.output_dir}/adapter" if model_args.use_peft else f"{args.output_dir}/merged")
     return {"steps": trainer.state.global_step, "history": history}
+
+
+DATASET_PROMPT = "grpo_pipeline_dataset_prompt"  # a plain-text row's own prompt, carried past TRL to the rewards
+
+
+def trl_row(example: Example, template, system_prompt: str | None, tokenizer) -> dict[str, Any]:
+    """The row TRL's GRPOTrainer gets: the prompt the model sees in our loop, and every reward column.
+
+    A conversational row goes as its messages (TRL applies the chat template, and rewards get messages, as in our
+    loop). A plain-text row goes as the text our template renders: TRL then treats it as a standard row, so rewards
+    get text completions, and ``with_dataset_prompts`` hands them the dataset's own prompt string, as our loop does.
+    """
+    if example.conversational:
+        return {"prompt": example.prompt_messages(template, system_prompt), **example.reward_columns()}
+    rendered = render_prompt(tokenizer, example.prompt_messages(template, system_prompt))
+    if tokenizer.bos_token and rendered.startswith(tokenizer.bos_token) and tokenizer("").input_ids:
+        rendered = rendered[len(tokenizer.bos_token):]  # TRL's tokenizer call adds it back, as our loop's template has it
+    return {"prompt": rendered, DATASET_PROMPT: example.reward_prompt(), **example.reward_columns()}
+
+
+def with_dataset_prompts(fn):
+    """``fn`` called with the dataset's prompt strings as ``prompts`` (TRL would pass the rendered prompt), and
+    without the column that carries them."""
+    if inspect.iscoroutinefunction(fn):
+        async def call_async(prompts, completions, **kwargs):
+            return await fn(prompts=kwargs.pop(DATASET_PROMPT), completions=completions, **kwargs)
+
+        return call_async
+
+    def call(prompts, completions, **kwargs):
+        return fn(prompts=kwargs.pop(DATASET_PROMPT), completions=completions, **kwargs)
+
+    return call
 
 
 def _our_names(entry: dict[str, float]) -> dict[str, float]:

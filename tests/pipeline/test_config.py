@@ -179,3 +179,19 @@ def test_config_equals_form_is_read(tmp_path):
 
     (grpo,) = parse_config([GRPOArguments], [f"--config={write(tmp_path, 'max_steps: 7')}", "--seed", "3"])
     assert (grpo.max_steps, grpo.seed) == (7, 3)
+
+
+def test_a_prefix_of_an_option_is_refused_not_guessed():
+    """argparse would take --lim for --limit (its allow_abbrev): a typo or a cut name must not set an option."""
+    with pytest.raises(ConfigError, match=r"^unknown command-line argument\(s\): --lim 8"):
+        parse_config(TYPES, ["--lim", "8"])
+
+
+def test_a_misspelt_option_names_the_closest_one():
+    from pipeline.grpo.config import GRPOArguments
+
+    with pytest.raises(ConfigError) as info:
+        parse_config([GRPOArguments], ["--max_step", "10"])
+    assert str(info.value) == "unknown command-line argument(s): --max_step 10; did you mean '--max_steps'?"
+    with pytest.raises(ConfigError, match=r"--max_step=10; did you mean '--max_steps'\?$"):
+        parse_config([GRPOArguments], ["--max_step=10"])

@@ -49,6 +49,20 @@ def test_bad_model_paths(name, message):
         resolve_model_path(ModelArguments(model_name_or_path=name))
 
 
+def test_a_missing_merged_folder_names_the_run_that_writes_it(tmp_path):
+    """SFT and GRPO both leave <output_dir>/merged: the hint names that folder and the run, for either stage."""
+    for stage in ("sft", "grpo"):
+        merged = tmp_path / stage / "merged"
+        with pytest.raises(ModelLoadError) as info:
+            resolve_model_path(ModelArguments(model_name_or_path=str(merged)))
+        assert str(info.value) == (f"model path {str(merged)!r} does not exist: an SFT or GRPO run writes {merged} "
+                                   f"when it finishes with --output_dir {merged.parent}; run that stage first, or "
+                                   "set model_name_or_path to a model")
+    (tmp_path / "old" / "final" / "merged").mkdir(parents=True)
+    with pytest.raises(ModelLoadError, match=f"keeps its model in {tmp_path / 'old' / 'final' / 'merged'}"):
+        resolve_model_path(ModelArguments(model_name_or_path=str(tmp_path / "old" / "merged")))
+
+
 def test_hub_ids_pass_through_unchanged():
     assert resolve_model_path(ModelArguments(model_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct")) == (
         "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -215,3 +215,23 @@ def test_sft_options_fit_a_machine_without_a_gpu(monkeypatch, caplog):
         monkeypatch.setattr(module, "is_torch_bf16_gpu_available", lambda: True)
     (on_cpu,) = parse_config([SFTTrainingArguments], ["--output_dir", "x", "--use_cpu", "true"])
     assert (on_cpu.bf16, on_cpu.use_cpu) == (False, True)
+
+
+def test_sft_evaluations_judge_text_answers(tiny_model_dir, tmp_path):
+    """Text gold answers: the before/after evaluation judges them by normalised text match (auto), and a numeric
+    reading asked for is refused before any weights load, naming the row and the option."""
+    from pipeline.data import DataError
+    from pipeline.sft import evaluate_on_test
+
+    path = tmp_path / "capitals.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Capital of {c}?", "answer": a}) + "\n" for c, a in
+                            [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Peru", "Lima")]))
+    data = DataArguments(dataset_name=str(path), eval_holdout_size=2)
+    model = ModelArguments(model_name_or_path=str(tiny_model_dir))
+    summary = evaluate_on_test(model, data, SFTScriptArguments(eval_limit=2, eval_max_new_tokens=2), tmp_path / "ev",
+                               seed=0, device="cpu")
+    assert (summary["answer_match"], summary["num_problems"]) == ("text", 2)
+    with pytest.raises(DataError, match=rf"^{path}:\d: gold answer '[A-Za-z]+' is not one number .*; fix the row, "
+                                        "or judge answers as text with --eval_answer_match text$"):
+        run_sft(SFTScriptArguments(eval_limit=2, eval_answer_match="numeric"), sft_config(tmp_path / "run"), model, data)
+    assert not (tmp_path / "run" / "eval_before").exists()

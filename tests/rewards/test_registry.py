@@ -1,5 +1,8 @@
+import os
+import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +87,54 @@ def test_bad_paths_name_the_problem(plugin_dir):
         load_reward("no_such_module_xyz:fn")
     with pytest.raises(ValueError, match="has no attribute 'missing'"):
         load_reward("my_rewards_plugin:missing")
+
+
+LENGTH_REWARD = "def fn(prompts, completions, **kwargs):\n    return [float(len(c)) for c in completions]\n"
+
+
+@pytest.fixture
+def in_folder(tmp_path, monkeypatch):
+    """tmp_path as the current folder, with sys.path and sys.modules put back after the test."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    yield tmp_path
+    for name in [n for n in sys.modules if n == "my_rewards" or n.startswith("_grpo_reward_")]:
+        del sys.modules[name]
+
+
+def test_a_module_in_the_current_folder_is_found(in_folder):
+    (in_folder / "my_rewards.py").write_text(LENGTH_REWARD)
+    assert load_reward("my_rewards:fn")(prompts=["", ""], completions=["ab", "abcd"]) == [2.0, 4.0]
+
+
+def test_a_file_path_relative_to_the_current_folder(in_folder):
+    (in_folder / "sub").mkdir()
+    (in_folder / "sub" / "file.py").write_text(LENGTH_REWARD)
+    assert load_reward("sub/file.py:fn")(prompts=[""], completions=["abc"]) == [3.0]
+    assert load_reward(f"{in_folder / 'sub' / 'file.py'}:fn")(prompts=[""], completions=["ab"]) == [2.0]
+
+
+def test_a_missing_module_or_file_says_where_it_looked(in_folder):
+    with pytest.raises(ValueError) as info:
+        load_reward("no_such_rewards_xyz:fn")
+    assert f"looked in the current folder {in_folder}" in str(info.value)
+    with pytest.raises(ValueError) as info:
+        load_reward("sub/none.py:fn")
+    assert f"no file {in_folder / 'sub' / 'none.py'}" in str(info.value)
+
+
+def test_train_grpo_imports_a_reward_module_from_the_folder_it_runs_in(tmp_path, tiny_model_dir, mini_gsm8k):
+    """python scripts/train_grpo.py --reward_funcs my_rewards:fn, run where my_rewards.py is and without
+    PYTHONPATH: the module is imported (its reward's required column is checked against the data, one line),
+    before any weights load."""
+    (tmp_path / "my_rewards.py").write_text("def fn(prompts, completions, cwd_marker, **kwargs):\n    return []\n")
+    script = Path(__file__).resolve().parents[2] / "scripts" / "train_grpo.py"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, str(script), "--model_name_or_path", str(tiny_model_dir),
+                           "--dataset_name", str(mini_gsm8k), "--grpo_holdout_size", "4", "--output_dir",
+                           str(tmp_path / "run"), "--max_steps", "1", "--reward_funcs", "my_rewards:fn"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "error: option --reward_funcs: my_rewards:fn needs the column 'cwd_marker'"), done.stderr[-2000:]
+    assert "Loading weights" not in done.stderr

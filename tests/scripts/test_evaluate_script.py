@@ -123,3 +123,83 @@ def test_use_vllm_refuses_what_vllm_would_not_load_or_would_cut_short(tiny_model
         EvalArguments(protocol="gsm8k", use_vllm=True, vllm_max_model_length=256)
     EvalArguments(use_vllm=True, vllm_max_model_length=256, max_new_tokens=200)  # the project's template: 200 fit
     EvalArguments(max_new_tokens=4096)  # the built-in decoder has no such length
+
+
+def load_evaluate_script():
+    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def write_rows(path, answers):
+    path.write_text("".join(json.dumps({"prompt": f"Question {i}?", "answer": a}) + "\n" for i, a in enumerate(answers)))
+    return path
+
+
+def test_a_file_given_for_evaluation_is_evaluated_whole_and_the_first_line_says_so(tiny_model_dir, tmp_path):
+    """Three text answers: every row evaluated (no hidden hold-out), judged as text, and the first line of the
+    output says which rows and why, before the model loads."""
+    data = write_rows(tmp_path / "mine.jsonl", ["Paris", "B", "New York"])
+    result = run_evaluate("--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data),
+                          "--max_new_tokens", "4", "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = result.stderr.splitlines()[0]
+    assert first.endswith(f"INFO evaluate: evaluating all 3 rows of {data} (a single file given for evaluation; "
+                          "--eval_holdout_size N evaluates a seeded hold-out of N rows instead)"), first
+    records = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["source"] for r in records] == [f"{data}:{i}" for i in (1, 2, 3)]
+    assert [r["gold"] for r in records] == ["Paris", "B", "New York"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["num_problems"], summary["answer_match"], summary["split"]) == (3, "text", str(data))
+
+
+def test_a_one_row_file_is_evaluated_and_an_explicit_holdout_holds_rows_out(tiny_model_dir, tmp_path, caplog):
+    from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
+
+    script, model = load_evaluate_script(), ModelArguments(model_name_or_path=str(tiny_model_dir))
+    one = write_rows(tmp_path / "one.jsonl", [7])
+    with caplog.at_level("INFO", logger="evaluate"):
+        summary = script.main(model, DataArguments(dataset_name=str(one)),
+                              EvalArguments(max_new_tokens=2, device="cpu", output_dir=str(tmp_path / "one")))
+    assert summary["num_problems"] == 1 and summary["answer_match"] == "numeric"
+    assert caplog.messages[0].startswith(f"evaluating the one row of {one} (a single file given for evaluation")
+    five = write_rows(tmp_path / "five.jsonl", [1, 2, 3, 4, 5])
+    caplog.clear()
+    with caplog.at_level("INFO", logger="evaluate"):
+        summary = script.main(model, DataArguments(dataset_name=str(five), eval_holdout_size=2),
+                              EvalArguments(max_new_tokens=2, device="cpu", output_dir=str(tmp_path / "five")))
+    records = [json.loads(line) for line in (tmp_path / "five" / "predictions.jsonl").read_text().splitlines()]
+    training = DataArguments(dataset_name=str(five), eval_holdout_size=2).load_splits()  # a training run's split
+    assert len(records) == 2 and [r["source"] for r in records] == [e.source for e in training.eval]
+    assert caplog.messages[0] == (f"evaluating 2 of the 5 rows of {five}, held out with seed 1234 (--eval_holdout_size "
+                                  "2: the rows a training run on this file with that size evaluates on)")
+
+
+@pytest.mark.parametrize("rows, options, expected", [
+    (3, ["--eval_holdout_size", "3"], "error: option --eval_holdout_size: 3, but {data} has only 3 rows; leave it "
+                                      "unset to evaluate all 3 rows, or set it below 3"),
+    (1, ["--eval_holdout_size", "1"], "error: option --eval_holdout_size: 1, but {data} has only 1 row; leave it "
+                                      "unset to evaluate the one row"),
+    (0, [], "error: {data}: no usable rows: it holds none; add rows"),
+    (3, ["--answer_match", "numeric"], "error: {data}:1: gold answer 'Paris' is not one number and has no '#### N' "
+                                       "line; pass the final number (e.g. '18') or the full GSM8K solution; fix the "
+                                       "row, or judge answers as text with --answer_match text"),
+], ids=["holdout-of-all", "holdout-of-one", "empty", "numeric-on-text"])
+def test_tiny_files_and_a_wrong_reading_are_one_line_naming_the_file_and_the_fix(tiny_model_dir, tmp_path, capsys,
+                                                                                  rows, options, expected):
+    from pipeline.config import run_script
+
+    script = load_evaluate_script()
+    data = write_rows(tmp_path / "tiny.jsonl", ["Paris", "B", "New York"][:rows])
+    argv = sys.argv
+    sys.argv = ["evaluate.py", "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data),
+                "--output_dir", str(tmp_path / "out"), *options]
+    try:
+        with pytest.raises(SystemExit) as stop:
+            run_script(script.main, script.CONFIG_TYPES, description=script.__doc__)
+    finally:
+        sys.argv = argv
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.strip().splitlines()[-1] == expected.format(data=data), err
+    assert "Loading weights" not in err and not (tmp_path / "out").exists()

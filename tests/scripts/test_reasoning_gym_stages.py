@@ -40,7 +40,9 @@ def test_sft_grpo_and_evaluation_on_a_reasoning_gym_task(tiny_model_dir, tmp_pat
     assert [m["step"] for m in metrics] == [1, 2] and all("reward/reasoning_gym" in m for m in metrics)
     samples = [json.loads(line) for line in (tmp_path / "grpo" / "samples.jsonl").read_text().splitlines()]
     assert "reasoning_gym_answer" in samples[0]  # the reward's log_extra column
-    assert_model_card(tmp_path / "grpo" / "final", merged)
+    assert_model_card(tmp_path / "grpo", merged)
+    for stage in ("sft", "grpo"):  # one layout: the next stage takes <output_dir>/merged from either
+        assert (tmp_path / stage / "merged" / "config.json").is_file() and not (tmp_path / stage / "final").exists()
 
     done = run("evaluate.py", "--model_name_or_path", str(merged), *DATA, "--limit", "4", "--max_new_tokens", "4",
                "--output_dir", str(tmp_path / "eval"))
@@ -52,14 +54,14 @@ def test_sft_grpo_and_evaluation_on_a_reasoning_gym_task(tiny_model_dir, tmp_pat
     assert [r["completion"] for r in records] == [r["completion"] for r in sft_records]  # the same greedy model
 
 
-def assert_model_card(final: Path, base: Path) -> None:
-    """final/merged carries a model card (base model, data, rewards, the before/after table) and a config that
+def assert_model_card(run: Path, base: Path) -> None:
+    """The run's merged/ carries a model card (base model, data, rewards, the before/after table) and a config that
     parses back into this run's options: `--config grpo_config.yaml` reproduces it."""
     from pipeline.arguments import DataArguments, ModelArguments
     from pipeline.config import parse_config
     from pipeline.grpo.config import GRPOArguments
 
-    card = (final / "merged" / "README.md").read_text()
+    card = (run / "merged" / "README.md").read_text()
     # a local start model and a reasoning-gym task are no hub ids: the metadata leaves them out, the text names them
     assert card.startswith("---\nlibrary_name: transformers\ntags:\n") and "base_model" not in card.split("---")[1]
     assert f"Trained from `{base}`" in card and "Data: `reasoning_gym:chain_sum`" in card
@@ -68,7 +70,7 @@ def assert_model_card(final: Path, base: Path) -> None:
     assert "reasoning_gym:chain_sum, held out, 4 problems" in table
     assert "before GRPO" in table and "after GRPO" in table
     grpo, model, data = parse_config([GRPOArguments, ModelArguments, DataArguments],
-                                     ["--config", str(final / "merged" / "grpo_config.yaml")])
-    ran = json.loads((final.parent / "config.json").read_text())
+                                     ["--config", str(run / "merged" / "grpo_config.yaml")])
+    ran = json.loads((run / "config.json").read_text())
     ran["grpo"] |= {"resume_from_checkpoint": None, "push_to_hub": False}  # a re-run neither resumes nor uploads
     assert (grpo.to_dict(), model.to_dict(), data.to_dict()) == (ran["grpo"], ran["model"], ran["data"])

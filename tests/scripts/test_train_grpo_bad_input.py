@@ -25,6 +25,8 @@ def inputs(tmp_path_factory, tiny_model_dir):
                                                     for a in (2, "two", 2, 2, 2, 2, 2, 2, 2, 2)))
     (root / "reserved.jsonl").write_text("".join(json.dumps({"prompt": "1+1?", "answer": 2, "weights": 1}) + "\n"
                                                  for _ in range(4)))
+    (root / "done").mkdir()
+    (root / "done" / "merged").symlink_to(tiny_model_dir)  # a finished run's model, to start the next stage from
     (root / "truncate.yaml").write_text("vllm_importance_sampling_mode: token_truncate\n"
                                         "vllm_importance_sampling_clip_max: null\n")
     return root, tiny_model_dir
@@ -47,7 +49,8 @@ CASES = [
     (["--max_completion_length", "2000"], "error: option --max_completion_length: max_prompt_length + max_completion_length = 2512 exceeds the model's 1024 positions"),
     (["--model_name_or_path", "/no/such/model"], "error: model path '/no/such/model' does not exist"),
     (["--model_name_or_path", "{root}/sft/merged"],
-     "error: model path '{root}/sft/merged' does not exist: it is an SFT run's output; run the SFT stage first"),
+     "error: model path '{root}/sft/merged' does not exist: an SFT or GRPO run writes {root}/sft/merged when it "
+     "finishes with --output_dir {root}/sft; run that stage first"),
     (["--dataset_name", "{root}/missing_field", "--grpo_holdout_size", "1"], "error: {root}/missing_field/train.jsonl:2: missing field 'answer'"),
     (["--dataset_name", "{root}/empty"], "error: {root}/empty (train): no usable rows"),
     (["--dataset_name", "{root}/nope.jsonl"], "error: {root}/nope.jsonl: dataset file not found"),
@@ -71,6 +74,9 @@ CASES = [
      "error: option --vllm_importance_sampling_clip_max: token_truncate clips the ratio: give clip_max (or clip_min)"),
     (["--use_vllm", "true", "--use_peft", "true", "--load_in_4bit", "true"],
      "error: option --use_vllm: does not combine with load_in_4bit (QLoRA)"),
+    (["--model_name_or_path", "{root}/done/merged", "--output_dir", "{root}/done"],
+     "error: option --output_dir: {root}/done holds the model this run starts from ({root}/done/merged), which the "
+     "run's own merged/ would overwrite; give another folder"),
 ]
 
 
@@ -131,7 +137,8 @@ def test_the_bare_command_on_a_cpu_names_the_cpu_recipe(monkeypatch, capsys, tmp
     monkeypatch.chdir(tmp_path)  # the recipe's SFT model (runs/chain_sum/sft/merged) is not made here
     code, stderr = run_in_process(["--config", str(ROOT / "configs" / "grpo_chain_sum_cpu.yaml")], capsys)
     assert code == 2 and stderr.strip().splitlines()[-1].startswith(
-        "error: model path 'runs/chain_sum/sft/merged' does not exist: it is an SFT run's output")
+        "error: model path 'runs/chain_sum/sft/merged' does not exist: an SFT or GRPO run writes "
+        "runs/chain_sum/sft/merged when it finishes with --output_dir runs/chain_sum/sft")
     code, stderr = run_in_process(["--model_name_or_path=/no/such/model"], capsys)
     assert code == 2 and stderr.strip().splitlines()[-1].startswith("error: model path '/no/such/model' does not exist")
 

@@ -111,7 +111,7 @@ def test_template_without_chat_template(tiny_model_dir):
 
 
 def test_unknown_template():
-    with pytest.raises(ValueError, match="valid: reasoning, think, answer, gsm8k"):
+    with pytest.raises(ValueError, match="valid: reasoning, think, answer, gsm8k, plain"):
         get_template("nope")
 
 

@@ -58,15 +58,16 @@ def test_conversational_prompt_extra_columns_and_answer_types(tmp_path):
     assert first.reward_completion("2") == [{"role": "assistant", "content": "2"}]
 
 
-def test_plain_text_prompts_reach_rewards_as_the_chat_the_model_saw(tmp_path):
-    """The model is prompted through its chat template, so rewards get that conversation and assistant-message
-    completions, as TRL passes a conversational row (and as our TRL backend, given the same messages, does)."""
-    path = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": f"{i} + 1?", "answer": i + 1} for i in range(5)])
+def test_plain_text_prompts_reach_rewards_as_strings_the_model_still_sees_the_template(tmp_path):
+    """As TRL passes a standard row: the dataset's prompt string, unchanged, and text completions. The model is
+    prompted through the template all the same."""
+    path = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": f" {i} + 1? ", "answer": i + 1} for i in range(5)])
     example = DataArguments(dataset_name=str(path), eval_holdout_size=1).load_splits().train[0]
+    assert example.reward_prompt() == " 0 + 1? "  # as the file holds it, spaces included
+    assert example.reward_completion("x") == "x"
     template = get_template("answer")
-    assert example.reward_prompt(template) == [{"role": "system", "content": template.system_prompt},
-                                               {"role": "user", "content": example.question}]
-    assert example.reward_completion("x") == [{"role": "assistant", "content": "x"}]
+    assert example.prompt_messages(template) == [{"role": "system", "content": template.system_prompt},
+                                                 {"role": "user", "content": "0 + 1?"}]
 
 
 def test_a_renamed_gold_column_reaches_rewards_under_both_names(tmp_path):
@@ -194,3 +195,32 @@ def test_missing_file_and_unknown_type(tmp_path):
     (tmp_path / "rows.txt").write_text("x")
     with pytest.raises(DataError, match="unknown file type '.txt'"):
         DataArguments(dataset_name=str(tmp_path / "rows.txt")).load_splits()
+
+
+def test_evaluation_alone_reads_a_single_file_whole_unless_a_holdout_is_asked_for(tmp_path):
+    path = write_jsonl(tmp_path / "mine.jsonl", conversational_rows(3))
+    alone = DataArguments(dataset_name=str(path)).load_splits(need_train=False)
+    assert [e.source for e in alone.eval] == [f"{path}:1", f"{path}:2", f"{path}:3"] and alone.train == []
+    assert alone.eval_note == (f"all 3 rows of {path} (a single file given for evaluation; --eval_holdout_size N "
+                               "evaluates a seeded hold-out of N rows instead)")
+    one = write_jsonl(tmp_path / "one.jsonl", conversational_rows(1))
+    assert [e.source for e in DataArguments(dataset_name=str(one)).load_splits(need_train=False).eval] == [f"{one}:1"]
+    big = write_jsonl(tmp_path / "big.jsonl", conversational_rows(40))
+    held = DataArguments(dataset_name=str(big), eval_holdout_size=4).load_splits(need_train=False).eval
+    trained = DataArguments(dataset_name=str(big), eval_holdout_size=4).load_splits()
+    assert len(held) == 4 and [e.source for e in held] == [e.source for e in trained.eval]  # a training run's rows
+    assert len(DataArguments(dataset_name=str(big)).load_splits().eval) == 4  # training still holds a tenth out
+
+
+@pytest.mark.parametrize("rows, option, message", [
+    (1, {}, "{path}: 1 row, too few to hold rows out for evaluation and train on the rest; add rows, or give "
+            "--eval_dataset_name a file to evaluate on"),
+    (3, {"eval_holdout_size": 3}, "option --eval_holdout_size: 3 rows held out of the 3 of {path} leaves none to "
+                                  "train on; set it below 3, or give --eval_dataset_name a file to evaluate on"),
+    (0, {}, "{path} (train): no usable rows: it holds none; add rows"),
+], ids=["one-row", "holdout-of-all", "empty"])
+def test_a_training_run_on_a_tiny_file_is_one_line_naming_the_file_and_the_fix(tmp_path, rows, option, message):
+    path = write_jsonl(tmp_path / "tiny.jsonl", conversational_rows(rows))
+    with pytest.raises(DataError) as info:
+        stage_examples(DataArguments(dataset_name=str(path), **option), "sft")
+    assert str(info.value) == message.format(path=path)

@@ -86,7 +86,7 @@ def test_nan_loss_skips_the_update_and_stops_after_m_steps(tiny_model_dir, examp
     # The saved weights are those after step 2: the same as a clean 2-step run.
     monkeypatch.setattr(trainer, "grpo_loss", real_loss)
     train(args(tmp_path / "clean", max_steps=2), lora(tiny_model_dir), DataArguments(), examples)
-    clean = load_file(tmp_path / "clean" / "final" / "adapter" / "adapter_model.safetensors")
+    clean = load_file(tmp_path / "clean" / "adapter" / "adapter_model.safetensors")
     for key, value in clean.items():
         torch.testing.assert_close(saved[key], value, rtol=0, atol=1e-6)
 
@@ -153,8 +153,8 @@ def test_sigint_saves_at_a_step_boundary_and_resume_matches_an_unbroken_run(tiny
 
     target = stopped_at + 2
     resume_and_run_unbroken(command, env, run, tmp_path / "straight", target)
-    a = load_file(tmp_path / "straight" / "final" / "adapter" / "adapter_model.safetensors")
-    b = load_file(run / "final" / "adapter" / "adapter_model.safetensors")
+    a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
+    b = load_file(run / "adapter" / "adapter_model.safetensors")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)
 
@@ -184,8 +184,8 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_update(tiny_model_di
     monkeypatch.setattr(update, "completion_logps", limited_memory)
     summary = train(args(tmp_path / "oom", **settings), lora(tiny_model_dir), DataArguments(), examples)
     assert [h["micro_batch_size"] for h in summary["history"]] == [2.0, 2.0]
-    a = load_file(tmp_path / "reference" / "final" / "adapter" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "oom" / "final" / "adapter" / "adapter_model.safetensors")
+    a = load_file(tmp_path / "reference" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "oom" / "adapter" / "adapter_model.safetensors")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)  # float32 sums in another order
 
@@ -249,8 +249,8 @@ def test_a_signal_in_each_phase_finishes_the_step_then_checkpoints(tiny_model_di
     train(args(tmp_path / "run", max_steps=4, resume_from_checkpoint="latest"), lora(tiny_model_dir), DataArguments(),
           examples)
     train(args(tmp_path / "straight", max_steps=4), lora(tiny_model_dir), DataArguments(), examples)
-    a = load_file(tmp_path / "straight" / "final" / "adapter" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "run" / "final" / "adapter" / "adapter_model.safetensors")
+    a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)
 

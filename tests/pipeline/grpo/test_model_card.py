@@ -34,8 +34,8 @@ class RecordingHub:
 
 def finished_run(tmp_path, **grpo_options):
     run = tmp_path / "my-run"
-    (run / "final" / "merged").mkdir(parents=True)
-    (run / "final" / "merged" / "model.safetensors").write_bytes(b"weights")
+    (run / "merged").mkdir(parents=True)
+    (run / "merged" / "model.safetensors").write_bytes(b"weights")
     args = GRPOArguments(output_dir=str(run), **grpo_options)
     (run / "config.json").write_text(json.dumps({"grpo": args.to_dict(), "model": ModelArguments().to_dict(),
                                                  "data": DataArguments().to_dict()}))
@@ -54,8 +54,8 @@ def hub(monkeypatch):
 def test_push_to_hub_uploads_the_merged_model_with_its_card_and_config(tmp_path, hub):
     state = finished_run(tmp_path, push_to_hub=True, hub_private_repo=True, resume_from_checkpoint="latest")
     summary = {"steps": 7}
-    publish(state, state.run_dir / "final", summary)
-    merged = state.run_dir / "final" / "merged"
+    publish(state, state.run_dir / "merged", summary)
+    merged = state.run_dir / "merged"
     assert hub.calls == [("create_repo", "my-run", True, True),
                          ("upload_folder", str(merged), "my-run", ["README.md", "grpo_config.yaml", "model.safetensors"],
                           "grpo-pipeline: GRPO, step 7")]
@@ -76,14 +76,14 @@ def test_a_failed_upload_keeps_the_run_and_says_how_to_retry(tmp_path, hub, capl
     state = finished_run(tmp_path, push_to_hub=True, hub_model_id="me/model")
     summary = {"steps": 7}
     with caplog.at_level(logging.ERROR):
-        publish(state, state.run_dir / "final", summary)
+        publish(state, state.run_dir / "merged", summary)
     assert summary["hub_url"] is None and hub.calls == []
-    merged = state.run_dir / "final" / "merged"
+    merged = state.run_dir / "merged"
     assert f"Retry with: hf upload me/model {merged}" in caplog.text
     assert (merged / "README.md").is_file()
 
 
 def test_no_push_without_push_to_hub(tmp_path, hub):
     state = finished_run(tmp_path)
-    publish(state, state.run_dir / "final", {"steps": 7})
-    assert hub.calls == [] and (state.run_dir / "final" / "README.md").is_file()
+    publish(state, state.run_dir / "merged", {"steps": 7})
+    assert hub.calls == [] and (state.run_dir / "merged" / "README.md").is_file()

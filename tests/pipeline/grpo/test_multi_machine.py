@@ -52,8 +52,8 @@ def test_two_machines_on_localhost_reach_the_one_process_weights(tiny_model_dir,
 
     config = json.loads((tmp_path / "two-machines" / "config.json").read_text())
     assert config["processes"] == 2
-    one_adapter = load_file(tmp_path / "one" / "final" / "adapter" / "adapter_model.safetensors")
-    two_adapter = load_file(tmp_path / "two-machines" / "final" / "adapter" / "adapter_model.safetensors")
+    one_adapter = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    two_adapter = load_file(tmp_path / "two-machines" / "adapter" / "adapter_model.safetensors")
     assert any((one_adapter[k] != 0).any() for k in one_adapter if "lora_B" in k)  # it trained
     for key, value in one_adapter.items():
         torch.testing.assert_close(two_adapter[key], value, rtol=0, atol=1e-5, msg=lambda m, key=key: f"{key}: {m}")

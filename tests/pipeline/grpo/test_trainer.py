@@ -101,7 +101,7 @@ def test_beta_zero_without_lora_loads_no_reference(tiny_model_dir, mini_gsm8k, t
 
 
 def adapter(run_dir):
-    return load_file(Path(run_dir) / "final" / "adapter" / "adapter_model.safetensors")
+    return load_file(Path(run_dir) / "adapter" / "adapter_model.safetensors")
 
 
 def test_resume_reaches_the_same_weights_as_an_unbroken_run(tiny_model_dir, mini_gsm8k, tmp_path):
@@ -165,3 +165,29 @@ def test_eval_protocol_evaluates_the_policy_as_lm_evals_task(tiny_model_dir, min
     assert "gsm8k (lm-eval)" in summary["eval_after"]["split"]
     with pytest.raises(Exception, match="--eval_protocol"):
         grpo_args(tmp_path, eval_protocol="gsm8k_5shot")
+
+
+def test_sft_and_grpo_leave_their_model_in_the_same_layout(tiny_model_dir, mini_gsm8k, tmp_path):
+    """SFT and GRPO both write <output_dir>/adapter and <output_dir>/merged: GRPO starts from SFT's merged/, and
+    its own merged/ is loaded the same way by the next stage or an evaluation."""
+    from trl import SFTConfig
+
+    from pipeline.data import load_gsm8k
+    from pipeline.models import load_model
+    from pipeline.sft import SFTScriptArguments, run_sft
+
+    sft, grpo = tmp_path / "sft", tmp_path / "grpo"
+    run_sft(SFTScriptArguments(eval_limit=0),
+            SFTConfig(output_dir=str(sft), max_steps=1, per_device_train_batch_size=2, bf16=False, use_cpu=True,
+                      gradient_checkpointing=False, report_to="none", max_length=256, save_steps=10,
+                      disable_tqdm=True),
+            lora(tiny_model_dir), DataArguments(max_train_samples=2, grpo_holdout_size=1000))
+    examples = load_gsm8k(str(mini_gsm8k), "train").examples
+    summary = train(grpo_args(grpo, max_steps=1, save_steps=0), lora(sft / "merged"), DataArguments(), examples)
+    assert summary["final"] == str(grpo / "merged")
+    for out in (sft, grpo):
+        assert (out / "merged" / "config.json").is_file() and (out / "merged" / "tokenizer_config.json").is_file()
+        assert (out / "adapter" / "adapter_config.json").is_file()
+        assert not (out / "final").exists()
+    assert (grpo / "merged" / "README.md").is_file() and (grpo / "merged" / "grpo_config.yaml").is_file()
+    load_model(ModelArguments(model_name_or_path=str(grpo / "merged")))

@@ -74,7 +74,7 @@ def test_steps_per_generation_cuts_each_process_s_own_completions_as_trl_does(ti
     order = torch.tensor([0, 1, 4, 5, 2, 3, 6, 7])  # each process's first half, then each one's second half
     reordered = Rollout(rollout.prompt_ids[order], rollout.prompt_mask[order], rollout.completion_ids[order],
                         rollout.completion_mask[order], rollout.is_truncated[order],
-                        [rollout.completions[i] for i in order.tolist()], rollout.group_size)
+                        [rollout.completions[i] for i in order.tolist()], rollout.group_size, rollout.lengths[order])
     train_on_rollout(state, reordered, advantages[order], old[order], None)
     by_hand = get_peft_model_state_dict(state.policy)  # the adapter file's names
 

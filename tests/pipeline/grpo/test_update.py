@@ -14,6 +14,7 @@ from pipeline.grpo.inputs import local_prompts
 from pipeline.grpo.trainer import generate, reference_logps, score, setup
 from pipeline.grpo.update import EntropyController, train_on_rollout
 from pipeline.models import load_model
+from tolerances import sgd_weight_tolerance
 
 HERE = Path(__file__).resolve().parent
 REWARD = "toy_rewards:digit_fraction"  # a module:function plug-in from this folder
@@ -24,6 +25,7 @@ def plugin_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))
 
 
+@pytest.mark.dispatch
 @pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
 def test_steps_per_generation_takes_trls_optimizer_steps_on_one_generation_batch(tiny_model_dir, mini_gsm8k, tmp_path,
                                                                                loss_type):
@@ -39,6 +41,7 @@ def test_steps_per_generation_takes_trls_optimizer_steps_on_one_generation_batch
     state = setup(args, model_args, data, load_gsm8k(str(mini_gsm8k), "train").examples)
     initial = {n: p.detach().clone() for n, p in state.policy.named_parameters()}
     state.optimizer = torch.optim.SGD(state.policy.parameters(), lr=0.5)
+    largest = largest_gradients(state.optimizer)
     batch = local_prompts(state, 0)
     rollout = generate(state, batch)
     rewards, breakdown = score(state, rollout, batch)
@@ -63,8 +66,12 @@ def test_steps_per_generation_takes_trls_optimizer_steps_on_one_generation_batch
         optimizer.step()
         optimizer.zero_grad()
     theirs = dict(model.named_parameters())
+    # The same two SGD steps of exact values; the gradients differ in rounding only (micro-batches 3 + 1 against
+    # TRL's 4, its loss arithmetic): each element a float32 sum over one update's 4 rows of prompt + completion.
+    rtol, atol = sgd_weight_tolerance(lr=0.5, updates=2, tokens=4 * rollout.input_ids().size(1),
+                                      grad_scale=max(largest))
     for name, ours in state.policy.named_parameters():
-        torch.testing.assert_close(ours.detach(), theirs[name].detach(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(ours.detach(), theirs[name].detach(), rtol=rtol, atol=atol)
     assert max((p.detach() - initial[n]).abs().max().item() for n, p in state.policy.named_parameters()) > 1e-4
 
 
@@ -76,6 +83,14 @@ def test_entropy_controller_state_survives_a_json_checkpoint():
     controller.update(0.2)
     fresh.load_state_dict(json.loads(json.dumps(controller.state_dict())))
     assert (fresh.coef, fresh.last_entropy, fresh.applied()) == pytest.approx((0.15, 0.2, 0.15))
+
+
+def largest_gradients(optimizer) -> list[float]:
+    """The largest gradient element of each step the optimizer takes, in a list that fills as it steps."""
+    seen = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(
+        max(p.grad.abs().max().item() for group in opt.param_groups for p in group["params"] if p.grad is not None)))
+    return seen
 
 
 def poison_update(monkeypatch, factor: float, poisoned_calls: set[int]):
@@ -178,11 +193,17 @@ def test_mixed_precision_follows_the_launch_config_unless_set(tiny_model_dir, mi
 @pytest.mark.parametrize("options", [{"loss_type": "dapo"},
                                      {"loss_type": "bnpo", "importance_sampling_level": "sequence", "num_iterations": 2}],
                          ids=["dapo", "bnpo-sequence-mu2"])
+@pytest.mark.dispatch
 def test_skip_zero_advantage_trains_fewer_rows_to_the_same_weights(tiny_model_dir, mini_gsm8k, tmp_path, monkeypatch,
                                                                    options):
-    """Two AdamW updates of 4 completions. Row 1 has advantage 0 and the whole second update has: skipping them
-    must train 3 rows, then 1 (a zero-gradient row, so that AdamW still takes its momentum step), and reach the
-    weights of the full 8-row update. No LoRA dropout: its random masks would depend on the rows trained."""
+    """Two updates of 4 completions. Row 1 has advantage 0 and the whole second update has: skipping them must
+    train 3 rows, then 1 (a zero-gradient row, so that the optimizer still takes its momentum step), and reach
+    the weights of the full 8-row update. No LoRA dropout: its random masks would depend on the rows trained.
+
+    SGD with momentum rather than the run's AdamW: AdamW divides each gradient element by its own RMS + 1e-8,
+    so the rounding of a gradient element near 0 comes out times up to lr / 1e-8 (no float32 tolerance covers
+    that), and its first step depends on the loss's scale only through such elements, so a wrong denominator
+    for the rows kept would show only there. Momentum still moves the weights on the all-zero update."""
     import pipeline.grpo.update as update
 
     real_logps, trained = update.completion_logps, []
@@ -192,11 +213,15 @@ def test_skip_zero_advantage_trains_fewer_rows_to_the_same_weights(tiny_model_di
         return real_logps(model, input_ids, *a, **kw)
 
     monkeypatch.setattr(update, "completion_logps", counting)
-    weights = {}
+    lr, momentum, initial, weights, largest = 1.0, 0.9, {}, {}, {}
     for skip in (False, True):
         state, (rollout, advantages, old, ref) = two_update_state(tmp_path / str(skip), tiny_model_dir, mini_gsm8k,
                                                                   skip_zero_advantage=skip, micro_batch_size=4,
                                                                   lora_dropout=0.0, **options)
+        initial[skip] = {n: p.detach().clone() for n, p in state.policy.named_parameters() if p.requires_grad}
+        state.optimizer = torch.optim.SGD([p for p in state.policy.parameters() if p.requires_grad], lr=lr,
+                                          momentum=momentum)
+        largest[skip] = largest_gradients(state.optimizer)
         advantages = advantages.clone()
         advantages[1] = 0.0
         advantages[4:] = 0.0
@@ -206,8 +231,15 @@ def test_skip_zero_advantage_trains_fewer_rows_to_the_same_weights(tiny_model_di
         weights[skip] = {n: p.detach().clone() for n, p in state.policy.named_parameters() if p.requires_grad}
         passes = options.get("num_iterations", 1)
         assert trained == ([3, 1] if skip else [4, 4]) * passes
+        assert len(largest[skip]) == 2 * passes  # every update stepped, the all-zero ones included
+    # Each gradient element: a float32 sum over an update's 4 rows of prompt + completion tokens.
+    rtol, atol = sgd_weight_tolerance(lr, updates=len(largest[False]), tokens=4 * rollout.input_ids().size(1),
+                                      grad_scale=max(largest[False]), momentum=momentum)
+    moved = max((full - initial[False][name]).abs().max().item() for name, full in weights[False].items())
+    assert moved > 1e3 * atol, (moved, atol)  # training moved the weights far beyond the rounding allowed
     for name, full in weights[False].items():
-        torch.testing.assert_close(weights[True][name], full, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(weights[True][name], full, rtol=rtol, atol=atol,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("options, reason", [({"beta": 0.04}, "needs beta 0"),

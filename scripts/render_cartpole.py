@@ -1,7 +1,8 @@
 """A GIF of a trained CartPole policy next to the hand-crafted rule, from the same start state.
 
     python scripts/train_cartpole.py --config configs/cartpole.yaml        # writes runs/cartpole/policy.pt
-    python scripts/render_cartpole.py runs/cartpole --output docs/figures/cartpole.gif
+    python scripts/render_cartpole.py runs/cartpole                        # writes runs/cartpole/cartpole.gif
+    python scripts/render_cartpole.py runs/cartpole --output other/place.gif
 
 Left: the GRPO policy, greedy (argmax). Right: ``action = 1 if angle > 0 else 0``. Each panel shows its
 step count; an episode that ends (the pole falls or the cart leaves the track) stays on its last frame.
@@ -33,10 +34,13 @@ def load_policy(run_dir: Path) -> torch.nn.Module:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="A CartPole run folder (summary.json, policy.pt).")
-    parser.add_argument("--output", type=Path, default=Path("docs/figures/cartpole.gif"), help="GIF to write.")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="GIF to write (default: cartpole.gif in the run folder).")
     parser.add_argument("--seed", type=int, default=10_000, help="Reset seed of the shared start state.")
     parser.add_argument("--frame_step", type=int, default=4, help="Draw every N-th step (GIF size).")
     args = parser.parse_args(argv)
+    if args.output is None:  # inside the run folder: never over a committed figure unless asked
+        args.output = args.run_dir / "cartpole.gif"
     policy = load_policy(args.run_dir)
     algorithm = json.loads((args.run_dir / "summary.json").read_text())["config"].get("algorithm", "grpo").upper()
     episodes = [(f"{algorithm} policy (greedy)", episode_states(policy, args.seed)),

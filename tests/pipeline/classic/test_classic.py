@@ -108,3 +108,8 @@ def test_render_writes_a_side_by_side_gif(tmp_path):
     with Image.open(tmp_path / "cp.gif") as gif:
         assert gif.size == (720, 220)
         assert gif.n_frames == max(steps.values()) + 1  # every step, the start state included
+    committed = Path(__file__).resolve().parents[3] / "docs" / "figures" / "cartpole.gif"
+    before = committed.stat().st_mtime_ns if committed.exists() else None
+    script.main([str(tmp_path / "run"), "--frame_step", "50"])  # no --output: into the run folder
+    assert (tmp_path / "run" / "cartpole.gif").is_file()
+    assert (committed.stat().st_mtime_ns if committed.exists() else None) == before  # the docs' figure untouched

@@ -49,7 +49,8 @@ def train_sft(dataset: Rows | None = None, *, eval_dataset: Rows | None = None, 
 
     options.setdefault("output_dir", "runs/sft")
     script_args, training_args, model_args, data_args = configs_from_options(
-        [SFTScriptArguments, SFTTrainingArguments, ModelArguments, DataArguments], _data_options(dataset, options))
+        [SFTScriptArguments, SFTTrainingArguments, ModelArguments, DataArguments],
+        _data_options(dataset, eval_dataset, options))
     splits = None if dataset is None else in_memory_splits(data_args, dataset, eval_dataset)
     return run_sft(script_args, training_args, model_args, data_args, splits)
 
@@ -85,11 +86,12 @@ def train_grpo(dataset: Rows | None = None, reward_funcs: Sequence[Callable[...,
     options.setdefault("output_dir", "runs/grpo")
     options["reward_funcs"] = reward_names(reward_funcs)
     args, model_args, data_args = configs_from_options([GRPOArguments, ModelArguments, DataArguments],
-                                                       _data_options(dataset, options))
+                                                       _data_options(dataset, eval_dataset, options))
     template = get_template(data_args.prompt_template)
     funcs = [load_reward(f, **reward_options(args, template)) if isinstance(f, str) else f for f in reward_funcs]
     splits = None if dataset is None else in_memory_splits(data_args, dataset, eval_dataset)
-    examples, eval_examples, eval_label = preflight(args, model_args, data_args, funcs, splits)
+    named = [isinstance(f, str) for f in reward_funcs]  # a callable is checked by its signature, not its name
+    examples, eval_examples, eval_label = preflight(args, model_args, data_args, funcs, splits, named)
     return train(args, model_args, data_args, examples, eval_examples, eval_label, reward_funcs=funcs)
 
 
@@ -112,11 +114,22 @@ def reward_names(reward_funcs: Sequence[Callable[..., Any] | str]) -> list[str]:
     return names
 
 
-def _data_options(dataset: Rows | None, options: dict[str, Any]) -> dict[str, Any]:
+def _data_options(dataset: Rows | None, eval_dataset: Rows | None, options: dict[str, Any]) -> dict[str, Any]:
     """The options with in-memory rows named as the dataset (so ``prompt_template: auto`` picks the plain
-    template, and no GSM8K default applies); a ``dataset_name`` beside them is one line."""
+    template, and no GSM8K default applies); rows beside a dataset name are one line.
+
+    >>> _data_options(None, [{"prompt": "a"}], {})
+    Traceback (most recent call last):
+    ...
+    pipeline.config.ConfigError: eval_dataset: rows to evaluate on need rows to train on (the dataset argument); for a file or hub dataset give eval_dataset_name instead
+    """
     if dataset is None:
+        if eval_dataset is not None:
+            raise ConfigError("eval_dataset: rows to evaluate on need rows to train on (the dataset argument); for a "
+                              "file or hub dataset give eval_dataset_name instead")
         return options
-    if "dataset_name" in options or "eval_dataset_name" in options:
-        raise ConfigError("option 'dataset_name': give either rows (the dataset argument) or dataset_name, not both")
+    for option in ("dataset_name", "eval_dataset_name"):
+        if option in options:
+            raise ConfigError(f"option {option!r}: give either rows (the dataset and eval_dataset arguments) or "
+                              f"{option}, not both")
     return {**options, "dataset_name": TRAIN_NAME}

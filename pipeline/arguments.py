@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import yaml
 
 from pipeline.config import ConfigError, ValidatedConfig, field_with_help, require
-from pipeline.data.templates import TEMPLATES, default_template
+from pipeline.data.templates import TEMPLATES
 
+logger = logging.getLogger(__name__)
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
@@ -108,8 +110,13 @@ class DataArguments(ValidatedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.prompt_template == "auto":
-            self.prompt_template = default_template(self.dataset_name)
+        if self.prompt_template == "auto":  # evaluation alone of a file names it as eval_dataset_name
+            from pipeline.data.sources import default_template
+
+            source = self.eval_dataset_name if self.dataset_name == "bundled" and self.eval_dataset_name else \
+                self.dataset_name
+            self.prompt_template = default_template(source, self.train_split)
+            logger.info("prompt_template auto: %s for %s", self.prompt_template, source)
         if isinstance(self.dataset_options, str):
             try:
                 self.dataset_options = yaml.safe_load(self.dataset_options)

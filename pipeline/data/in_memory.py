@@ -9,15 +9,16 @@ from typing import Any
 from pipeline.data.examples import DataError
 from pipeline.data.sources import DataSplits, column_map, examples_from_rows, hold_out
 
-TRAIN_NAME = "dataset"  # how errors name the rows: "dataset:row 3"
-EVAL_NAME = "eval_dataset"
+IN_MEMORY_PREFIX = "python:"  # not a file, hub id or reasoning-gym task: rows given from Python
+TRAIN_NAME = f"{IN_MEMORY_PREFIX}dataset"  # how errors and data_split.json name the rows: "python:dataset:row 3"
+EVAL_NAME = f"{IN_MEMORY_PREFIX}eval_dataset"
 
 
 def located_rows(rows: Any, name: str) -> list[tuple[str, Any]]:
     """(location, row) pairs of a list of dicts or a ``datasets.Dataset``; anything else is one line naming it.
 
-    >>> located_rows([{"prompt": "1+1?"}], "dataset")
-    [('dataset:row 1', {'prompt': '1+1?'})]
+    >>> located_rows([{"prompt": "1+1?"}], "python:dataset")
+    [('python:dataset:row 1', {'prompt': '1+1?'})]
     """
     if hasattr(rows, "to_list") and hasattr(rows, "column_names"):  # a datasets.Dataset
         rows = rows.to_list()

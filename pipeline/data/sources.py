@@ -9,14 +9,16 @@ single file whole, unless ``eval_holdout_size`` asks for the seeded hold-out a t
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from pipeline.data import reasoning_gym
 from pipeline.data.examples import ColumnMap, DataError, Example, example_from_row
-from pipeline.data.files import is_local, is_single_file, read_hub, read_local
+from pipeline.data.files import is_local, is_single_file, read_hub, read_local, split_files
 from pipeline.data.gsm8k import BUNDLED, bundled_path
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,37 @@ def read_rows(name: str, split: str, config: str | None = None) -> list[tuple[st
     if is_local(name):
         return read_local(name, split)
     return read_hub(name, config or HUB_CONFIGS.get(name), split)
+
+
+def default_template(dataset_name: str, train_split: str = "train") -> str:
+    """The template ``prompt_template: auto`` picks: ``reasoning`` for GSM8K (bundled, its hub ids, or a local
+    JSONL file whose first row's ``answer`` is a GSM8K solution ending in '#### N') and reasoning-gym's tasks;
+    ``plain`` for any other dataset (a user's own): no system turn and no wording of ours.
+
+    >>> default_template("bundled"), default_template("OpenAI/GSM8K"), default_template("reasoning_gym:chain_sum")
+    ('reasoning', 'reasoning', 'reasoning')
+    >>> default_template("capitals.jsonl")
+    'plain'
+    """
+    name = dataset_name.lower()
+    if name in (BUNDLED, *HUB_CONFIGS) or reasoning_gym.is_reasoning_gym(dataset_name):
+        return "reasoning"
+    return "reasoning" if _first_answer_is_a_solution(dataset_name, train_split) else "plain"
+
+
+def _first_answer_is_a_solution(name: str, split: str) -> bool:
+    """Whether a local JSONL source's first row has a GSM8K solution as its ``answer`` (read: one line)."""
+    path = Path(name)
+    found = split_files(path, split) if path.is_dir() else [path]
+    if not found or found[0].suffix != ".jsonl" or not found[0].is_file():
+        return False
+    with found[0].open(encoding="utf-8") as handle:
+        first = next((line for line in handle if line.strip()), "")
+    try:
+        answer = json.loads(first).get("answer") if first else None
+    except (json.JSONDecodeError, AttributeError):
+        return False
+    return isinstance(answer, str) and "####" in answer
 
 
 def column_map(data_args, name: str) -> ColumnMap:
@@ -242,6 +275,11 @@ def stage_examples(data_args, stage: str, splits: DataSplits | None = None
     part = sft_part if stage == "sft" else grpo_part
     if data_args.max_train_samples:
         part = part[: data_args.max_train_samples]
+    other = next((e for e in part if e.conversational != part[0].conversational), None)
+    if other is not None:  # TRL decides per batch from its first row; rewards would get both shapes in one call
+        kinds = ("chat messages", "plain text") if other.conversational else ("plain text", "chat messages")
+        raise DataError(f"{other.source}: its prompt is {kinds[0]}, but {part[0].source}'s is {kinds[1]}; give every "
+                        "row the same kind of prompt")
     logger.info("%s on %d training problems of %s%s; evaluation: %s", stage.upper(), len(part),
                 data_args.dataset_name, f" (GRPO keeps {grpo_size} apart from SFT)" if grpo_size else "",
                 splits.eval_note)

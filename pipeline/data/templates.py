@@ -74,19 +74,6 @@ TEMPLATES: dict[str, PromptTemplate] = {
 }
 
 
-MATH_DATASETS = ("bundled", "openai/gsm8k", "gsm8k")  # sources whose rows are math word problems
-
-
-def default_template(dataset_name: str) -> str:
-    """The template ``prompt_template: auto`` picks: GSM8K and reasoning-gym's tasks keep the math template with
-    tagged reasoning; any other dataset (a user's own) gets ``plain``, no system turn and no wording of ours.
-
-    >>> default_template("bundled"), default_template("reasoning_gym:chain_sum"), default_template("mine.jsonl")
-    ('reasoning', 'reasoning', 'plain')
-    """
-    return "reasoning" if dataset_name in MATH_DATASETS or dataset_name.startswith("reasoning_gym:") else "plain"
-
-
 def get_template(name: str) -> PromptTemplate:
     """Look a template up by name, listing the valid names if it does not exist."""
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from rewards import load_reward
 
 LOOP_KWARGS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric")  # not columns
 NUMERIC_REWARDS = ("accuracy", "digit_match")  # they read the gold answer as a number
+MARKED_REWARDS = ("accuracy", "format", "format_soft")  # they read the answer where the template marks it
 EXTRAS = {"reasoning_gym": "reasoning_gym", "math_verify": "math_verify"}  # reward -> the library it needs
 RESERVED_COLUMNS = ("reward_funcs", "names", "weights", "timeout", "faults", "async_loop", "fn", "name")
 
@@ -47,10 +49,10 @@ def reward_columns(rows: list[Example]) -> dict[str, list[Any]]:
 
 
 def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments,
-              reward_funcs: list[Any] | None = None, splits=None):
+              reward_funcs: list[Any] | None = None, splits=None, named: list[bool] | None = None):
     """Every check that needs no weights, before any load: rewards, model path and size, data. ``reward_funcs``:
-    callables given from Python (named by ``args.reward_funcs``); ``splits``: rows already read (a
-    ``DataSplits``), in place of ``data_args``' dataset.
+    callables given from Python (named by ``args.reward_funcs``; ``named`` says which were given by name);
+    ``splits``: rows already read (a ``DataSplits``), in place of ``data_args``' dataset.
 
     Returns (GRPO examples, evaluation examples, the evaluation's short label). Raises ConfigError, DataError or
     ModelLoadError naming the option or file:line.
@@ -81,8 +83,11 @@ def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
         if limit is not None and needed > limit:
             raise ConfigError(f"option --max_completion_length: max_prompt_length + max_completion_length = {needed} "
                               f"exceeds the model's {limit} positions; lower one of them")
+    named = named or [True] * len(args.reward_funcs)
+    check_resumed_prompts(args, data_args)
     examples, eval_examples, record = stage_examples(data_args, "grpo", splits)
-    check_reward_columns(reward_funcs, args.reward_funcs, examples)
+    check_reward_columns(reward_funcs, args.reward_funcs, examples, named)
+    check_template_rewards(get_template(data_args.prompt_template), args.reward_funcs, named)
     if args.eval_limit and args.eval_protocol:  # lm-eval's problems and shots: GSM8K-shaped rows, read here
         from pipeline.evaluation.protocols import ProtocolProblems
 
@@ -108,9 +113,13 @@ def reward_kwargs(state: GRPOState, rows: list[Example]) -> dict[str, Any]:
                                    "log_metric": state.reward_log.log_metric}
 
 
-def check_reward_columns(reward_funcs: list[Any], names: list[str], examples: list[Example]) -> None:
+def check_reward_columns(reward_funcs: list[Any], names: list[str], examples: list[Example],
+                         named: list[bool] | None = None) -> None:
     """Every column a reward function requires (a parameter without a default) is in the data, and gold answers
-    read as numbers where the reward compares numbers; else one line naming the reward, column or row."""
+    read as numbers where the reward compares numbers; else one line naming the reward, column or row.
+    ``named``: which rewards were given by name (the built-ins' own checks apply to those only; a callable given
+    from Python is checked by its signature alone)."""
+    named = named or [True] * len(names)
     from pipeline.config import ConfigError
     from rewards.parsing import GoldAnswerError, parse_gold_answer
 
@@ -119,11 +128,11 @@ def check_reward_columns(reward_funcs: list[Any], names: list[str], examples: li
     if clash is not None:
         raise DataError(f"{examples[0].source}: the column {clash!r} has a name the reward call uses itself; rename "
                         f"the column (reserved: {', '.join(RESERVED_COLUMNS)})")
-    for name in names:
-        if name in EXTRAS and importlib.util.find_spec(EXTRAS[name]) is None:
+    for name, by_name in zip(names, named):
+        if by_name and name in EXTRAS and importlib.util.find_spec(EXTRAS[name]) is None:
             raise ConfigError(f"option --reward_funcs: {name} needs the {EXTRAS[name]} package: "
                               "pip install -e '.[reasoning]' (make install does)")
-    for fn, name in zip(reward_funcs, names):
+    for fn, name, by_name in zip(reward_funcs, names, named):
         params = inspect.signature(fn).parameters.values()
         needed = [p.name for p in params if p.default is inspect.Parameter.empty and p.name not in LOOP_KWARGS
                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
@@ -135,13 +144,39 @@ def check_reward_columns(reward_funcs: list[Any], names: list[str], examples: li
             lacking = next((e for e, value in zip(examples, columns[column]) if value is None), None)
             if lacking is not None:
                 raise DataError(f"{lacking.source}: missing field {column!r}, which reward {name} needs; fix the row")
-        if name in NUMERIC_REWARDS:
+        if by_name and name in NUMERIC_REWARDS:
             for example in examples:
                 try:
                     parse_gold_answer(example.answer)
                 except GoldAnswerError as error:
                     raise DataError(f"{example.source}: {error}; reward {name} compares numbers: use math_verify, "
                                     "reasoning_gym or your own reward for such answers") from None
+
+
+def check_template_rewards(template: PromptTemplate, names: list[str], named: list[bool]) -> None:
+    """The rewards that read a marked answer (``<answer>``, ``####``, ``\\boxed``) against a template that asks for
+    none (``plain``): every score would be 0, so one line instead."""
+    from pipeline.config import ConfigError
+
+    marked = next((n for n, by_name in zip(names, named) if by_name and n in MARKED_REWARDS), None)
+    if template.plain and marked:
+        raise ConfigError(f"option --reward_funcs: {marked} reads a marked answer (<answer>, ####, \\boxed), which "
+                          "prompt_template plain does not ask for, so it would score 0; give your own reward (or "
+                          "exact_match), or set --prompt_template answer (or reasoning)")
+
+
+def check_resumed_prompts(args: GRPOArguments, data_args: DataArguments) -> None:
+    """A resumed run keeps the prompt template and system prompt it started with (its config.json)."""
+    from pipeline.config import ConfigError
+
+    saved = Path(args.output_dir) / "config.json"
+    if not args.resume_from_checkpoint or not saved.is_file():
+        return
+    started = json.loads(saved.read_text()).get("data", {})
+    for option in ("prompt_template", "system_prompt"):
+        if option in started and started[option] != getattr(data_args, option):
+            raise ConfigError(f"option --{option}: {saved} started with {started[option]!r}, not "
+                              f"{getattr(data_args, option)!r}; resume with --{option} {started[option]!r}")
 
 
 def load_grpo_examples(data_args: DataArguments) -> tuple[list[Example], list[Example]]:

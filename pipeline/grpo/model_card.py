@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.data.in_memory import IN_MEMORY_PREFIX
+
 logger = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
@@ -20,11 +22,19 @@ HUB_IDS = {"embedded:SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruc
 NOT_REPRODUCED = {"resume_from_checkpoint": None, "push_to_hub": False}
 
 
+def _reproduce(data: dict) -> str:
+    if data["dataset_name"].startswith(IN_MEMORY_PREFIX):
+        return (f"Trained from Python (`pipeline.api.train_grpo`) on rows held in memory: {CONFIG_FILE} records every "
+                "option; the rows and the reward callables are the caller's.")
+    return (f"Reproduce: `python scripts/train_grpo.py --config {CONFIG_FILE} --output_dir <a new folder>` (every "
+            "option of this run; it neither resumes this run nor uploads).")
+
+
 def hub_id(name: str) -> str | None:
     """``name`` as a hub repository id for the card's metadata, or None (a local folder, ``reasoning_gym:...``):
     the hub refuses an upload whose card names an invalid id.
 
-    >>> hub_id("embedded:SmolLM2-135M-Instruct"), hub_id("runs/chain_sum/sft/merged"), hub_id("reasoning_gym:x")
+    >>> hub_id("embedded:SmolLM2-135M-Instruct"), hub_id("runs/chain_sum/sft/merged"), hub_id("python:dataset")
     ('HuggingFaceTB/SmolLM2-135M-Instruct', None, None)
     """
     from huggingface_hub.errors import HFValidationError
@@ -90,8 +100,7 @@ def write_model_card(folder: Path, config: dict[str, dict[str, Any]], summary: d
         f"- {'LoRA r ' + str(model['lora_r']) + ', merged into' if model['use_peft'] else 'Full fine-tuning of'} "
         "the weights in this folder.",
         "",
-        f"Reproduce: `python scripts/train_grpo.py --config {CONFIG_FILE} --output_dir <a new folder>` (every "
-        "option of this run; it neither resumes this run nor uploads).",
+        _reproduce(data),
         "",
         "## Evaluation",
         "",

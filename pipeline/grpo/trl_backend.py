@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ import torch
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import require
 from pipeline.data import Example, get_template, render_prompt
+from pipeline.data.templates import fit_chat_template
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.inputs import reward_functions
 from pipeline.models import add_lora, load_model, load_tokenizer
@@ -96,11 +98,8 @@ def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: D
     template = get_template(data_args.prompt_template)
     reward_funcs = reward_functions(args, template)
     tokenizer = load_tokenizer(model_args, padding_side="left")
-    kinds = {e.conversational for e in examples}
-    require(len(kinds) == 1, "backend", "--backend trl: the rows mix plain-text and conversational prompts, which "
-            "TRL reads batch by batch; give every row the same kind of prompt")
     dataset = Dataset.from_list([trl_row(e, template, data_args.system_prompt, tokenizer) for e in examples])
-    if kinds == {False}:
+    if not examples[0].conversational:  # one kind of prompt for every row: stage_examples checked it
         reward_funcs = [with_dataset_prompts(fn) for fn in reward_funcs]
     for fn, name in zip(reward_funcs, args.reward_funcs):
         fn.__name__ = name  # TRL names its reward metrics after the function
@@ -114,7 +113,12 @@ def train_with_trl(args: GRPOArguments, model_args: ModelArguments, data_args: D
     else:
         trainer.train()
     history = [_our_names(h) for h in trainer.state.log_history if "loss" in h]
-    trainer.save_model(f"{args.output_dir}/adapter" if model_args.use_peft else f"{args.output_dir}/merged")
+    out = Path(args.output_dir)
+    trainer.save_model(str(out / "adapter") if model_args.use_peft else str(out / "merged"))
+    if model_args.use_peft and trainer.accelerator.is_main_process:  # the same layout as our loop's: merged/ too
+        from pipeline.sft import merge_to_full_precision
+
+        merge_to_full_precision(model_args, out / "adapter", out / "merged")
     return {"steps": trainer.state.global_step, "history": history}
 
 
@@ -129,7 +133,8 @@ def trl_row(example: Example, template, system_prompt: str | None, tokenizer) ->
     get text completions, and ``with_dataset_prompts`` hands them the dataset's own prompt string, as our loop does.
     """
     if example.conversational:
-        return {"prompt": example.prompt_messages(template, system_prompt), **example.reward_columns()}
+        messages = fit_chat_template(tokenizer, example.prompt_messages(template, system_prompt))
+        return {"prompt": messages, **example.reward_columns()}
     rendered = render_prompt(tokenizer, example.prompt_messages(template, system_prompt))
     if tokenizer.bos_token and rendered.startswith(tokenizer.bos_token) and tokenizer("").input_ids:
         rendered = rendered[len(tokenizer.bos_token):]  # TRL's tokenizer call adds it back, as our loop's template has it

@@ -19,7 +19,7 @@ def test_sft_then_grpo_with_a_closure_on_rows_in_memory_twice_in_one_process(tin
                     per_device_train_batch_size=4, report_to="none", save_strategy="no", **TINY)
     assert sft["train"]["global_step"] == 2 and sft["train_examples"] == 9  # one row of ten held out
     split = json.loads((tmp_path / "sft" / "data_split.json").read_text())
-    assert split["sources"][0].startswith("dataset:row ")
+    assert split["sources"][0].startswith("python:dataset:row ")
 
     calls = []
 

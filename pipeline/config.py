@@ -11,7 +11,7 @@ import difflib
 import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +158,8 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
             known.setdefault(alias, []).extend(known.get(name, []))
         for key, value in values.items():
             if key not in known or key in ("help", "config"):
-                close = difflib.get_close_matches(str(key), list(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the valid options"
+                close = closest_name(str(key), known)
+                hint = f"; did you mean {close!r}?" if close else "; see --help for the valid options"
                 raise ConfigError(f"{config_path}: unknown option {key!r}{hint}")
             # A bool option that defaults to True has a second action (--no_<name>) with the same
             # destination; argparse takes the first action's default, so every one must be set.
@@ -190,9 +190,22 @@ def _closest_option(parser, unknown: list[str]) -> str | None:
 
     known = sorted({name(o) for action in parser._actions for o in action.option_strings
                     if o.startswith("--") and o != "--help"})
-    # 0.7, above difflib's 0.6: a name sharing only a suffix (_option) is no suggestion
-    matches = (difflib.get_close_matches(name(a), known, n=1, cutoff=0.7) for a in unknown if a.startswith("--"))
-    return next((m[0] for m in matches if m), None)
+    matches = (closest_name(name(a), known) for a in unknown if a.startswith("--"))
+    return next((m for m in matches if m), None)
+
+
+def closest_name(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to a misspelt one, or None: the one "did you mean" of YAML keys, command-line
+    options and the Python entry's keyword options. The cutoff is 0.7, above difflib's 0.6, so a name sharing
+    only a suffix is no suggestion.
+
+    >>> closest_name("max_step", ["max_steps", "seed"])
+    'max_steps'
+    >>> closest_name("q_size", ["batch_size"]) is None
+    True
+    """
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7)
+    return close[0] if close else None
 
 
 def _field_aliases(dataclass_types: Sequence[type]) -> dict[str, str]:
@@ -257,8 +270,8 @@ def configs_from_options(dataclass_types: Sequence[type], options: dict[str, Any
     known = {f.name for dtype in dataclass_types for f in dataclasses.fields(dtype) if f.init}
     for key in options:
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known | set(aliases)), n=1)
-            raise ConfigError(f"{where} {key!r} is unknown{f'; did you mean {close[0]!r}?' if close else ''}")
+            close = closest_name(key, known | set(aliases))
+            raise ConfigError(f"{where} {key!r} is unknown{f'; did you mean {close!r}?' if close else ''}")
     outputs = []
     for dtype in dataclass_types:
         names = {f.name for f in dataclasses.fields(dtype) if f.init}

@@ -72,12 +72,16 @@ def _is_file_path(target: str) -> bool:
 
 
 def _import_module(spec: str, module_name: str) -> Any:
-    """``module_name`` imported with the current working directory first on ``sys.path``."""
+    """``module_name`` imported with the current working directory first on ``sys.path`` for the import only
+    (sys.path is put back after it; the module stays imported)."""
     cwd = os.getcwd()
-    if cwd not in sys.path:
+    was_at = sys.path.index(cwd) if cwd in sys.path else None
+    if was_at != 0:
+        if was_at is not None:
+            del sys.path[was_at]
         sys.path.insert(0, cwd)
     try:
-        return importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
     except (ImportError, SyntaxError) as exc:
         missing = getattr(exc, "name", None)
         if isinstance(exc, ModuleNotFoundError) and missing and (module_name + ".").startswith(missing + "."):
@@ -89,6 +93,30 @@ def _import_module(spec: str, module_name: str) -> Any:
                              ) from exc
         raise ValueError(f"reward {spec!r}: cannot import module {module_name!r} ({type(exc).__name__}: {exc})"
                          ) from exc
+    finally:
+        if was_at != 0:
+            if cwd in sys.path:  # the first one: ours, even where the module put entries in front of it
+                sys.path.remove(cwd)
+            if was_at is not None:
+                sys.path.insert(was_at, cwd)
+    _refuse_shadowed_file(spec, module_name, cwd)
+    return module
+
+
+def _refuse_shadowed_file(spec: str, module_name: str, cwd: str) -> None:
+    """A ``<name>.py`` in the current folder that the import did not load (a module of that name, such as this
+    project's own ``rewards``, was imported first) is one line naming both, not a puzzling attribute error."""
+    top = module_name.split(".")[0]
+    local = Path(cwd) / f"{top}.py"
+    if not local.is_file():
+        return
+    imported = getattr(sys.modules.get(top), "__file__", None)
+    if imported is not None and os.path.realpath(imported) == os.path.realpath(local):
+        return
+    attr = spec.rpartition(":")[2]
+    by_path = f"{top}.py:{attr}" if top == module_name else "path/to/file.py:function"
+    raise ValueError(f"reward {spec!r}: a module named {top!r} is already imported from {imported or 'built-in'} "
+                     f"(this project's own or an installed package); rename your file, or give it by path: {by_path}")
 
 
 def _load_file(spec: str, file_name: str) -> Any:

@@ -24,7 +24,8 @@ from pipeline.benchmark import BACKENDS, PROFILES, markdown, run_worker, save, s
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu-tiny", help="Workload to time.")
     parser.add_argument("--steps", type=int, default=3, help="Timed steps per backend and round.")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed steps first.")

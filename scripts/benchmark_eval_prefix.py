@@ -80,7 +80,8 @@ def measure(model, tokenizer, name: str, limit: int, batch_size: int, repeats: i
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2", help="SmolLM2-135M or a random 2-layer Llama.")
     parser.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), default=["gsm8k_cot", "gsm8k"],
                         help="Protocols to measure.")

@@ -81,7 +81,8 @@ def run_variant(name: str, model, view: MergedAdapterView, prompts, seeds, param
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2", help="SmolLM2-135M or a random 2-layer Llama.")
     parser.add_argument("--prompts", type=int, default=2, help="Prompts per step.")
     parser.add_argument("--num_generations", type=int, default=4, help="G samples per prompt.")

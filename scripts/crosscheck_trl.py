@@ -86,7 +86,8 @@ def run_level(model_dir: str, work: Path, steps: int, use_peft: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--model_name_or_path", default=None,
                         help="A model that earns GSM8K rewards (an SFT run's merged/) for the run-level check; "
                              "without one it is skipped: a random model's every step has reward -1 and loss 0.")

@@ -31,7 +31,8 @@ def format_toy_table(rows: list[tuple[str, list[int]]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--output_dir", type=Path, default=Path("runs/toy_grpo"), help="Run folder for both GRPO runs.")
     parser.add_argument("--max_steps", type=int, default=60, help="GRPO steps of each run.")
     args = parser.parse_args(argv)

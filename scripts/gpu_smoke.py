@@ -23,7 +23,8 @@ CARRIED_TOKENIZER = Path(".gpu-smoke/tokenizer")
 def main() -> int:
     import torch
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--cpu", action="store_true", help="Run on CPU in float32 with a 2-layer model.")
     parser.add_argument("--checks", nargs="+", choices=list(CHECKS), default=list(CHECKS), help="Checks to run.")
     parser.add_argument("--tokenizer_dir", type=Path, default=None, help="A folder with SmolLM2's tokenizer files.")

@@ -13,7 +13,8 @@ from pipeline.plots import plot_clipped_objective, plot_group_advantages, plot_r
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("run_dir", nargs="?", type=Path, help="Run folder holding metrics.jsonl.")
     parser.add_argument("--teaching", type=Path, default=None, help="Also write the teaching figures into this folder.")
     args = parser.parse_args(argv)

@@ -32,7 +32,8 @@ def load_policy(run_dir: Path) -> torch.nn.Module:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("run_dir", type=Path, help="A CartPole run folder (summary.json, policy.pt).")
     parser.add_argument("--output", type=Path, default=None,
                         help="GIF to write (default: cartpole.gif in the run folder).")

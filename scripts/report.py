@@ -36,7 +36,8 @@ def format_report(table: list[tuple[str, dict]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("sft_dir", type=Path, help="SFT run folder (holds sft_summary.json).")
     parser.add_argument("grpo_dir", type=Path, help="GRPO run folder (holds grpo_summary.json).")
     parser.add_argument("--control", type=Path, default=None,

@@ -39,7 +39,8 @@ logger = logging.getLogger("sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("script", help="Training script whose config options the grid sets (e.g. scripts/train_cartpole.py).")
     parser.add_argument("--config", help="YAML config every cell starts from (passed as --config).")
     parser.add_argument("--grid", nargs="+", required=True, metavar="FIELD=V1,V2",

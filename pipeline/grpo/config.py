@@ -192,6 +192,9 @@ class GRPOArguments(ValidatedConfig):
         require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
         require(self.eval_protocol is None or self.eval_protocol in LM_EVAL_PROTOCOLS, "eval_protocol",
                 f"must be one of {', '.join(LM_EVAL_PROTOCOLS)}, got {self.eval_protocol!r}")
+        require(self.eval_protocol is None or self.eval_answer_match == "auto", "eval_answer_match",
+                "lm-eval's GSM8K protocols read answers as lm-eval does; leave --eval_answer_match auto with "
+                "--eval_protocol")
         require(self.num_generations >= 2, "num_generations",
                 f"must be >= 2: advantages compare samples within a group, got {self.num_generations}")
         require(self.prompts_per_step >= 1, "prompts_per_step", f"must be >= 1, got {self.prompts_per_step}")

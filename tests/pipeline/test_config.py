@@ -195,3 +195,24 @@ def test_a_misspelt_option_names_the_closest_one():
     assert str(info.value) == "unknown command-line argument(s): --max_step 10; did you mean '--max_steps'?"
     with pytest.raises(ConfigError, match=r"--max_step=10; did you mean '--max_steps'\?$"):
         parse_config([GRPOArguments], ["--max_step=10"])
+
+
+def test_one_cutoff_for_did_you_mean_in_yaml_command_line_and_python_options(tmp_path):
+    """A name sharing only a suffix (q_size ~ batch_size, xyz_limit ~ eval_limit) is no suggestion anywhere."""
+    from pipeline.config import closest_name, configs_from_options
+    from pipeline.grpo.config import GRPOArguments
+
+    assert closest_name("q_size", ["batch_size", "limit"]) is None
+    assert closest_name("limt", ["batch_size", "limit"]) == "limit"
+    with pytest.raises(ConfigError) as info:
+        parse_config(TYPES, ["--config", write(tmp_path, "q_size: 1\n")])
+    assert str(info.value).endswith("unknown option 'q_size'; see --help for the valid options")
+    with pytest.raises(ConfigError) as info:
+        parse_config([GRPOArguments], ["--xyz_limit", "1"])
+    assert str(info.value) == "unknown command-line argument(s): --xyz_limit 1; see --help"
+    with pytest.raises(ConfigError) as info:
+        configs_from_options([GRPOArguments], {"xyz_limit": 1})
+    assert str(info.value) == "option 'xyz_limit' is unknown"
+    with pytest.raises(ConfigError) as info:
+        configs_from_options([GRPOArguments], {"max_step": 1})
+    assert str(info.value) == "option 'max_step' is unknown; did you mean 'max_steps'?"

@@ -138,3 +138,40 @@ def test_train_grpo_imports_a_reward_module_from_the_folder_it_runs_in(tmp_path,
     assert done.stderr.strip().splitlines()[-1].startswith(
         "error: option --reward_funcs: my_rewards:fn needs the column 'cwd_marker'"), done.stderr[-2000:]
     assert "Loading weights" not in done.stderr
+
+
+def test_a_module_import_leaves_sys_path_as_it_was(in_folder):
+    (in_folder / "my_rewards.py").write_text(LENGTH_REWARD)
+    before = list(sys.path)
+    assert load_reward("my_rewards:fn")(prompts=[""], completions=["abc"]) == [3.0]
+    assert sys.path == before
+    with pytest.raises(ValueError, match="cannot import module 'no_such_rewards_xyz'"):
+        load_reward("no_such_rewards_xyz:fn")
+    assert sys.path == before
+
+
+def test_the_current_folder_is_first_even_when_already_on_sys_path(in_folder):
+    """An editable install run from the repo root has the folder on sys.path, but not first."""
+    (in_folder / "my_rewards.py").write_text(LENGTH_REWARD)
+    other = in_folder / "other"
+    other.mkdir()
+    (other / "my_rewards.py").write_text(LENGTH_REWARD.replace("float(len(c))", "-1.0"))
+    sys.path[:0] = [str(other), str(in_folder)]
+    before = list(sys.path)
+    assert load_reward("my_rewards:fn")(prompts=[""], completions=["abc"]) == [3.0]
+    assert sys.path == before
+
+
+def test_a_local_file_shadowed_by_an_imported_package_says_so(in_folder):
+    """A user's rewards.py: `rewards` is this project's own package, already imported."""
+    (in_folder / "rewards.py").write_text("def exact(prompts, completions, **kwargs):\n    return [1.0]\n")
+    before = list(sys.path)
+    with pytest.raises(ValueError) as info:
+        load_reward("rewards:exact")
+    message = str(info.value)
+    assert message.startswith("reward 'rewards:exact': a module named 'rewards' is already imported from ")
+    assert message.endswith("(this project's own or an installed package); rename your file, or give it by path: "
+                            "rewards.py:exact") and "\n" not in message
+    assert str(in_folder / "rewards.py") not in message
+    assert sys.path == before
+    assert load_reward("rewards.py:exact")(prompts=[""], completions=["x"]) == [1.0]

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from pipeline.arguments import DataArguments, ModelArguments
+from pipeline.config import ConfigError
 from pipeline.data import DataError
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.inputs import preflight
@@ -31,3 +32,12 @@ def test_grpo_evaluates_text_answers(tiny_model_dir, mini_gsm8k, tmp_path):
                (tmp_path / "run" / "eval" / "step-1" / "predictions.jsonl").read_text().splitlines()]
     assert [r["gold"] for r in records] == ["Paris", "Rome", "Lima"]
     assert summary["eval_after"]["answer_match"] == "text" and summary["eval_after"]["num_problems"] == 3
+
+
+def test_an_eval_protocol_keeps_answer_match_auto_as_evaluate_does():
+    """scripts/evaluate.py refuses --protocol with --answer_match other than auto; GRPO's evaluation likewise."""
+    with pytest.raises(ConfigError, match=r"^option --eval_answer_match: lm-eval's GSM8K protocols read answers as "
+                                          r"lm-eval does; leave --eval_answer_match auto with --eval_protocol$"):
+        GRPOArguments(eval_protocol="gsm8k", eval_answer_match="numeric")
+    assert GRPOArguments(eval_protocol="gsm8k").eval_answer_match == "auto"
+    assert GRPOArguments(eval_answer_match="numeric").eval_protocol is None

@@ -18,6 +18,7 @@ from pipeline.data import load_gsm8k
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.run_files import TrainingStopped
 from pipeline.grpo.trainer import train
+from tolerances import sgd_weight_tolerance
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
@@ -159,16 +160,30 @@ def test_sigint_saves_at_a_step_boundary_and_resume_matches_an_unbroken_run(tiny
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.dispatch
 @pytest.mark.parametrize("loss_type", ["dapo", "bnpo", "grpo"])
 def test_out_of_memory_halves_the_micro_batch_and_keeps_the_update(tiny_model_dir, examples, tmp_path, monkeypatch,
                                                                      loss_type):
     """An OOM in the training forward (injected: CPU has none) retries the step with half the micro-batch;
     the weights must match the same run that never ran out of memory, for bnpo too (defined per configured
-    micro-batch: its denominators stay those of the configured cut)."""
+    micro-batch: its denominators stay those of the configured cut).
+
+    Plain SGD in place of the run's AdamW, as in test_update.py: AdamW divides each gradient element by its own
+    RMS + 1e-8, so the rounding of an element near 0 comes out times up to lr / 1e-8 (no float32 tolerance
+    covers that), and its first step would hide a wrong loss scale (bnpo's denominators)."""
     import pipeline.grpo.trainer as trainer
     import pipeline.grpo.update as update  # the optimizer updates' forward passes
 
-    real = update.completion_logps
+    real, largest = update.completion_logps, {}
+
+    def sgd(run):
+        def make(params, lr, weight_decay=0.0):  # as trainer.setup calls torch.optim.AdamW
+            optimizer = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+            steps = largest.setdefault(run, [])  # the largest gradient element of each step, clipped as applied
+            optimizer.register_step_pre_hook(lambda opt, a, kw: steps.append(
+                max(p.grad.abs().max().item() for g in opt.param_groups for p in g["params"] if p.grad is not None)))
+            return optimizer
+        return make
 
     def limited_memory(model, input_ids, *a, **kw):
         if torch.is_grad_enabled() and input_ids.size(0) > 2:
@@ -179,15 +194,26 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_update(tiny_model_di
     # per-micro-batch token counts differ between a cut of 4 and a cut of 2.
     monkeypatch.setattr(trainer, "eos_token_ids", lambda model, tokenizer: set(range(5, model.config.vocab_size, 10)))
     settings = dict(max_steps=2, micro_batch_size=4, loss_type=loss_type)
+    monkeypatch.setattr(torch.optim, "AdamW", sgd("reference"))
     reference = train(args(tmp_path / "reference", **settings), lora(tiny_model_dir), DataArguments(), examples)
     assert any(0 < h["truncated_rate"] < 1 for h in reference["history"])  # lengths differ
     monkeypatch.setattr(update, "completion_logps", limited_memory)
+    monkeypatch.setattr(torch.optim, "AdamW", sgd("oom"))
     summary = train(args(tmp_path / "oom", **settings), lora(tiny_model_dir), DataArguments(), examples)
     assert [h["micro_batch_size"] for h in summary["history"]] == [2.0, 2.0]
+    assert len(largest["reference"]) == len(largest["oom"]) == 2  # one update a step, both stepped
     a = load_file(tmp_path / "reference" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "oom" / "adapter" / "adapter_model.safetensors")
+    # The same two SGD steps of exact values, the gradients summed in another order (micro-batches 2 + 2 + 2 + 2
+    # against 4 + 4): each element a float32 sum over the step's 8 rows, n = train_tokens (every prompt +
+    # completion token of the batch), of terms up to the largest gradient element (scale).
+    rtol, atol = sgd_weight_tolerance(lr=args(tmp_path).learning_rate, updates=2,
+                                      tokens=max(h["train_tokens"] for h in reference["history"]),
+                                      grad_scale=max(largest["reference"] + largest["oom"]))
+    moved = max(a[key].abs().max().item() for key in a if "lora_B" in key)  # LoRA's B starts at 0
+    assert moved > 1e3 * atol, (moved, atol)  # training moved the weights far beyond the rounding allowed
     for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)  # float32 sums in another order
+        torch.testing.assert_close(b[key], a[key], rtol=rtol, atol=atol, msg=lambda m, key=key: f"{key}: {m}")
 
 
 def test_out_of_memory_while_generating_halves_the_samples_per_call(tiny_model_dir, examples, tmp_path, monkeypatch, caplog):

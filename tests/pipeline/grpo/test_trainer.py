@@ -116,12 +116,14 @@ def test_resume_reaches_the_same_weights_as_an_unbroken_run(tiny_model_dir, mini
     assert resumed["start_step"] == 2 and resumed["steps"] == 4
     a, b = adapter(tmp_path / "straight"), adapter(broken_dir)
     assert a.keys() == b.keys()
+    # Bit-identical computation (one process, same order, the checkpoint restores weights, optimizer and RNG
+    # exactly): any difference is a bug, not rounding; hence rtol=0 and a tight atol, here and for the losses below.
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
     assert any((a[k] != 0).any() for k in a if "lora_B" in k)  # it did train
     rows = [json.loads(line) for line in (broken_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    for r, s in zip(rows, straight["history"]):
+    for r, s in zip(rows, straight["history"]):  # bit-identical steps (above): a tight abs, not a rounding bound
         assert r["reward"] == pytest.approx(s["reward"]) and r["loss"] == pytest.approx(s["loss"], abs=1e-6)
 
 
@@ -133,9 +135,12 @@ def test_gradient_checkpointing_trains_the_same_weights(tiny_model_dir, mini_gsm
     recomputed = train(grpo_args(tmp_path / "recomputed", max_steps=2, gradient_checkpointing=True),
                        lora(tiny_model_dir), DataArguments(), examples)
     a, b = adapter(tmp_path / "plain"), adapter(tmp_path / "recomputed")
+    # Bit-identical computation (recomputing a forward runs the same kernels on the same shapes, and each LoRA
+    # weight gets one gradient term per micro-batch, in the same order): any difference is a bug, not rounding.
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
     assert any((a[k] != 0).any() for k in a if "lora_B" in k)
+    # The loss comes from the same first forward (bit-identical, as above): a tight abs, not a rounding bound.
     assert [h["loss"] for h in recomputed["history"]] == pytest.approx([h["loss"] for h in plain["history"]], abs=1e-6)
     state = setup(grpo_args(tmp_path / "on", gradient_checkpointing=True), lora(tiny_model_dir), DataArguments(), examples)
     assert state.policy.get_base_model().is_gradient_checkpointing  # it really recomputed

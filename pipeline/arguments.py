@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import yaml
@@ -10,7 +9,6 @@ import yaml
 from pipeline.config import ConfigError, ValidatedConfig, field_with_help, require
 from pipeline.data.templates import TEMPLATES
 
-logger = logging.getLogger(__name__)
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
@@ -116,7 +114,6 @@ class DataArguments(ValidatedConfig):
             source = self.eval_dataset_name if self.dataset_name == "bundled" and self.eval_dataset_name else \
                 self.dataset_name
             self.prompt_template = default_template(source, self.train_split)
-            logger.info("prompt_template auto: %s for %s", self.prompt_template, source)
         if isinstance(self.dataset_options, str):
             try:
                 self.dataset_options = yaml.safe_load(self.dataset_options)

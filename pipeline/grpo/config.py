@@ -49,7 +49,10 @@ class GRPOArguments(ValidatedConfig):
     # --- sampling ---
     temperature: float = field_with_help(1.0, "Sampling temperature (log-probs are computed at it too).")
     top_p: float = field_with_help(1.0, "Nucleus sampling threshold.")
-    max_prompt_length: int = field_with_help(512, "Prompts longer than this many tokens are an error.")
+    max_prompt_length: int = field_with_help(
+        512, "Prompts longer than this many tokens stop the run before any weights load, naming the row.")
+    drop_long_prompts: bool = field_with_help(
+        False, "Leave prompts longer than max_prompt_length out of training instead (counted in the log).")
     max_completion_length: int = field_with_help(256, "Generation cap L, in tokens.")
     mask_truncated_completions: bool = field_with_help(False, "Leave completions without EOS out of the loss.")
     ignore_eos: bool = field_with_help(False, "Benchmark mode: always generate max_completion_length tokens (EOS suppressed).")

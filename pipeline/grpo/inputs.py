@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.state import GRPOState
 from rewards import load_reward
 
+logger = logging.getLogger(__name__)
 LOOP_KWARGS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric")  # not columns
 NUMERIC_REWARDS = ("accuracy", "digit_match")  # they read the gold answer as a number
 MARKED_REWARDS = ("accuracy", "format", "format_soft")  # they read the answer where the template marks it
@@ -88,6 +90,7 @@ def preflight(args: GRPOArguments, model_args: ModelArguments, data_args: DataAr
     examples, eval_examples, record = stage_examples(data_args, "grpo", splits)
     check_reward_columns(reward_funcs, args.reward_funcs, examples, named)
     check_template_rewards(get_template(data_args.prompt_template), args.reward_funcs, named)
+    examples = prompts_that_fit(args, model_args, data_args, examples)
     if args.eval_limit and args.eval_protocol:  # lm-eval's problems and shots: GSM8K-shaped rows, read here
         from pipeline.evaluation.protocols import ProtocolProblems
 
@@ -163,6 +166,34 @@ def check_template_rewards(template: PromptTemplate, names: list[str], named: li
         raise ConfigError(f"option --reward_funcs: {marked} reads a marked answer (<answer>, ####, \\boxed), which "
                           "prompt_template plain does not ask for, so it would score 0; give your own reward (or "
                           "exact_match), or set --prompt_template answer (or reasoning)")
+
+
+def prompts_that_fit(args: GRPOArguments, model_args: ModelArguments, data_args: DataArguments,
+                     examples: list[Example]) -> list[Example]:
+    """Every training prompt, rendered as the loop renders it, within ``max_prompt_length`` tokens: checked here,
+    before any weights load and on every process alike, not when a step first samples it. A longer one is one line
+    naming its row, or with ``drop_long_prompts`` left out and counted."""
+    from pipeline.data import render_prompt
+    from pipeline.models import load_tokenizer
+
+    tokenizer, template = load_tokenizer(model_args), get_template(data_args.prompt_template)
+    lengths = [len(tokenizer(render_prompt(tokenizer, e.prompt_messages(template, data_args.system_prompt)),
+                             add_special_tokens=False).input_ids) for e in examples]
+    kept = [e for e, n in zip(examples, lengths) if n <= args.max_prompt_length]
+    if len(kept) == len(examples):
+        return examples
+    longest = max(range(len(examples)), key=lengths.__getitem__)
+    if not args.drop_long_prompts:
+        raise DataError(f"{examples[longest].source}: prompt has {lengths[longest]} tokens, over max_prompt_length="
+                        f"{args.max_prompt_length} ({len(examples) - len(kept)} such rows); raise --max_prompt_length, "
+                        "or set --drop_long_prompts true to train without them")
+    if not kept:
+        raise DataError(f"{examples[0].source}: every prompt is over max_prompt_length={args.max_prompt_length}; "
+                        "raise --max_prompt_length")
+    logger.warning("drop_long_prompts: %d of %d prompts over max_prompt_length=%d left out "
+                   "(longest: %s, %d tokens)", len(examples) - len(kept), len(examples), args.max_prompt_length,
+                   examples[longest].source, lengths[longest])
+    return kept
 
 
 def check_resumed_prompts(args: GRPOArguments, data_args: DataArguments) -> None:

@@ -71,3 +71,19 @@ def test_a_callable_named_like_a_built_in_is_checked_by_its_signature_not_its_na
     assert len(examples) == 3
     with pytest.raises(DataError, match="reward accuracy compares numbers"):  # the built-in of that name: refused
         preflight(args, model, data, None, splits)
+
+
+def test_a_prompt_over_max_prompt_length_stops_preflight_naming_its_row_or_is_dropped(tmp_path, tiny_model_dir,
+                                                                                      caplog):
+    rows = [{"prompt": f"Say {w}.", "answer": w} for w in ("a", "b", "c", "d")] + [{"prompt": "long " * 80, "answer": "e"}]
+    data = DataArguments(dataset_name=write_rows(tmp_path / "long.jsonl", rows),
+                         eval_dataset_name=write_rows(tmp_path / "held.jsonl", rows[:1]))
+    model = ModelArguments(model_name_or_path=str(tiny_model_dir))
+    args = GRPOArguments(output_dir=str(tmp_path / "run"), max_prompt_length=48, max_completion_length=8,
+                         reward_funcs=["exact_match"])
+    with pytest.raises(DataError, match=r"long.jsonl:5: prompt has \d+ tokens, over max_prompt_length=48 \(1 such"):
+        preflight(args, model, data)
+    args.drop_long_prompts = True
+    examples, _, _ = preflight(args, model, data)
+    assert [e.answer for e in examples] == ["a", "b", "c", "d"]
+    assert "1 of 5 prompts over max_prompt_length=48 left out" in caplog.text

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.data.examples import DataError
-from pipeline.data.sources import DataSplits, column_map, examples_from_rows, hold_out
+from pipeline.data.sources import DataSplits, column_map, examples_from_rows, hold_out, holdout_size
 
 IN_MEMORY_PREFIX = "python:"  # not a file, hub id or reasoning-gym task: rows given from Python
 TRAIN_NAME = f"{IN_MEMORY_PREFIX}dataset"  # how errors and data_split.json name the rows: "python:dataset:row 3"
@@ -41,7 +41,7 @@ def in_memory_splits(data_args, rows: Any, eval_rows: Any = None) -> DataSplits:
         held, more = examples_from_rows(located_rows(eval_rows, EVAL_NAME), columns,
                                         skip_bad_rows=data_args.skip_bad_rows, name=EVAL_NAME)
         return DataSplits(train, held, f"the {len(held)} rows of eval_dataset", skipped + more, EVAL_NAME)
-    size = data_args.eval_holdout_size or max(1, min(500, len(train) // 10))
+    size = holdout_size(data_args, len(train))
     train, held = hold_out(train, size, data_args.split_seed, TRAIN_NAME)
     note = (f"{size} rows held out (seed {data_args.split_seed}; eval_holdout_size), training on the other "
             f"{len(train)}; give eval_dataset to evaluate on other rows")

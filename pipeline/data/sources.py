@@ -109,6 +109,16 @@ def column_map(data_args, name: str) -> ColumnMap:
                      solution_required=name == BUNDLED)
 
 
+def holdout_size(data_args, rows: int) -> int:
+    """Rows held out of one split for evaluation: ``eval_holdout_size``, else a tenth (at least 1, at most 500).
+
+    >>> from types import SimpleNamespace as Options
+    >>> holdout_size(Options(eval_holdout_size=None), 12), holdout_size(Options(eval_holdout_size=3), 12)
+    (1, 3)
+    """
+    return data_args.eval_holdout_size or max(1, min(500, rows // 10))
+
+
 def hold_out(examples: list[Example], size: int, seed: int,
              name: str = "the data") -> tuple[list[Example], list[Example]]:
     """(rest, held out): ``size`` seeded examples kept apart for evaluation, both in file order.
@@ -196,7 +206,7 @@ def _load_splits(data_args, need_train: bool) -> DataSplits:
     eval_rows = None if is_single_file(name) else read_rows(name, data_args.eval_split, data_args.dataset_config)
     if eval_rows is not None:
         return _split_of(data_args, name, train, eval_rows, skipped)
-    size = data_args.eval_holdout_size or max(1, min(500, len(train) // 10))
+    size = holdout_size(data_args, len(train))
     train, held = hold_out(train, size, data_args.split_seed, name if is_single_file(name) else
                            f"{name} ({data_args.train_split})")
     rest = f", training on the other {len(train)}" if need_train else f" (no {data_args.eval_split!r} split)"

@@ -21,7 +21,7 @@ import torch
 
 from pipeline.arguments import DataArguments, EvalArguments, ModelArguments
 from pipeline.config import ConfigError, run_script
-from pipeline.data import get_template, render_prompt
+from pipeline.data import get_template
 from pipeline.evaluation.evaluate import check_gold_answers, evaluate_gsm8k, format_table, write_results
 from pipeline.evaluation.protocols import (PROTOCOLS, adds_special_tokens, evaluate_protocol, load_protocol_rows,
                                            protocol_prompts, protocol_summary)
@@ -47,7 +47,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, eval_args: EvalAr
     logger.info("answers judged by %s (--answer_match %s)", JUDGED_BY[judge.name], eval_args.answer_match)
     template = get_template(data_args.prompt_template)
     model, tokenizer, generator = load_decoder(model_args, eval_args, lambda tokenizer: [
-        render_prompt(tokenizer, ex.prompt_messages(template, data_args.system_prompt))
+        ex.prompt_text(tokenizer, template, data_args.system_prompt)
         for ex in splits.eval[: eval_args.limit]])
     records, summary = evaluate_gsm8k(
         model, tokenizer, splits.eval, template, eval_args, system_prompt=data_args.system_prompt,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import BadInput
-from pipeline.data.templates import PromptTemplate
+from pipeline.data.templates import PromptTemplate, render_prompt
 
 
 class DataError(BadInput, ValueError):
@@ -42,6 +42,10 @@ class Example:
         if self.messages is not None:
             return [dict(m) for m in self.messages]
         return template.messages(self.question, system_prompt)
+
+    def prompt_text(self, tokenizer, template: PromptTemplate, system_prompt: str | None = None) -> str:
+        """The prompt as the model reads it: ``prompt_messages`` through the tokenizer's chat template."""
+        return render_prompt(tokenizer, self.prompt_messages(template, system_prompt))
 
     def reward_prompt(self) -> str | list[dict[str, str]]:
         """The prompt as reward functions get it, as TRL passes it: a plain-text row's prompt string as the dataset

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from pipeline.arguments import EvalArguments
-from pipeline.data import Example, PromptTemplate, render_prompt
+from pipeline.data import Example, PromptTemplate
 from pipeline.evaluation.judges import (  # noqa: F401 - the judges' names, importable from here as before
     MathVerifyJudge,
     NumericJudge,
@@ -197,7 +197,7 @@ def evaluate_gsm8k(
 
     examples = list(examples[: args.limit] if args.limit else examples)
     judge = judge_for(examples, args.answer_match)
-    prompts = [render_prompt(tokenizer, ex.prompt_messages(template, system_prompt)) for ex in examples]
+    prompts = [ex.prompt_text(tokenizer, template, system_prompt) for ex in examples]
     records: list[dict[str, Any]] = []
     per_problem: list[dict[str, float]] = []
     if generator is None:

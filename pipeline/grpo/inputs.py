@@ -173,11 +173,10 @@ def prompts_that_fit(args: GRPOArguments, model_args: ModelArguments, data_args:
     """Every training prompt, rendered as the loop renders it, within ``max_prompt_length`` tokens: checked here,
     before any weights load and on every process alike, not when a step first samples it. A longer one is one line
     naming its row, or with ``drop_long_prompts`` left out and counted."""
-    from pipeline.data import render_prompt
     from pipeline.models import load_tokenizer
 
     tokenizer, template = load_tokenizer(model_args), get_template(data_args.prompt_template)
-    lengths = [len(tokenizer(render_prompt(tokenizer, e.prompt_messages(template, data_args.system_prompt)),
+    lengths = [len(tokenizer(e.prompt_text(tokenizer, template, data_args.system_prompt),
                              add_special_tokens=False).input_ids) for e in examples]
     kept = [e for e, n in zip(examples, lengths) if n <= args.max_prompt_length]
     if len(kept) == len(examples):

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from pipeline.arguments import DataArguments, ModelArguments
-from pipeline.data import Example, get_template, render_prompt
+from pipeline.data import Example, get_template
 from pipeline.distributed import (engine_summary, finished_everywhere, launched_engine, make_accelerator,
                                   shards_parameters)
 from pipeline.generation import encode, eos_token_ids
@@ -143,7 +143,7 @@ def generate(state: GRPOState, batch: list[tuple[int, Example]], ignore_eos: boo
     args, tokenizer = state.args, state.tokenizer
     prompts = []
     for _, example in batch:
-        text = render_prompt(tokenizer, example.prompt_messages(state.template, state.system_prompt))
+        text = example.prompt_text(tokenizer, state.template, state.system_prompt)
         prompts.append(encode(tokenizer, text, state.accelerator.device))  # [L]
         if prompts[-1].numel() > args.max_prompt_length:
             raise ValueError(f"{example.source}: prompt has {prompts[-1].numel()} tokens, over "

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.arguments import DataArguments, ModelArguments
 from pipeline.config import require
-from pipeline.data import Example, get_template, render_prompt
+from pipeline.data import Example, get_template
 from pipeline.data.templates import fit_chat_template
 from pipeline.grpo.config import GRPOArguments
 from pipeline.grpo.inputs import reward_functions
@@ -135,7 +135,7 @@ def trl_row(example: Example, template, system_prompt: str | None, tokenizer) ->
     if example.conversational:
         messages = fit_chat_template(tokenizer, example.prompt_messages(template, system_prompt))
         return {"prompt": messages, **example.reward_columns()}
-    rendered = render_prompt(tokenizer, example.prompt_messages(template, system_prompt))
+    rendered = example.prompt_text(tokenizer, template, system_prompt)
     if tokenizer.bos_token and rendered.startswith(tokenizer.bos_token) and tokenizer("").input_ids:
         rendered = rendered[len(tokenizer.bos_token):]  # TRL's tokenizer call adds it back, as our loop's template has it
     return {"prompt": rendered, DATASET_PROMPT: example.reward_prompt(), **example.reward_columns()}
